@@ -1,0 +1,176 @@
+"""A run killed at any moment (kill -9, Ctrl-C) resumes: no result lost, none written twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import base_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+N_ASSETS = 60
+BOT = "tests.fakebots:WordsBot"
+
+
+def _assets(folder: Path) -> Path:
+    folder.mkdir()
+    for i in range(N_ASSETS):
+        (folder / f"a{i:03d}.txt").write_text(f"asset {i} words words")
+    (folder / "broken.txt").write_bytes(b"\xff\xfe\x00 not utf-8 \xff")
+    return folder
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spotbot", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _done_count(db: Path) -> int:
+    if not db.exists():
+        return -1
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            row = con.execute("SELECT count(*) FROM tasks WHERE status = 'DONE'").fetchone()
+            return int(row[0])
+    except sqlite3.OperationalError:
+        return -1  # tables not created yet
+
+
+def _job_exists(db: Path) -> bool:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return bool(con.execute("SELECT count(*) FROM jobs").fetchone()[0])
+    except sqlite3.OperationalError:
+        return False
+
+
+def _wait_for(db: Path, at_least: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _done_count(db) < at_least:
+        assert proc.poll() is None, f"run ended before the kill point: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.02)
+
+
+def _job_id(env: dict[str, str]) -> str:
+    jobs = json.loads(run_cli("jobs", "--json", env=env).stdout)
+    assert len(jobs) == 1
+    return str(jobs[0]["id"])
+
+
+def _check_complete(out: Path, home: Path, job_id: str) -> None:
+    lines = (out / job_id / "results.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == N_ASSETS + 1, "lost or duplicated results"
+    statuses = {r["key"]: r["status"] for r in records}
+    assert statuses.pop("broken.txt") == "FAILED"
+    assert set(statuses.values()) == {"DONE"}
+    per_asset = sorted(p.name for p in (out / job_id / "results").iterdir())
+    assert per_asset == [f"a{i:03d}.txt.json" for i in range(N_ASSETS)]  # no temp files left
+    with sqlite3.connect(home / "spotbot.sqlite3") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        running = con.execute("SELECT count(*) FROM tasks WHERE status IN ('RUNNING', 'PENDING')")
+        assert running.fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "kill_after_done, whole_group",
+    [
+        (0, True),  # killed while scanning / before any result
+        (5, True),  # early, with the workers (a machine that dies)
+        (30, False),  # mid-way, only the runner: its workers must die with it
+        (N_ASSETS, True),  # every asset tagged, before or during finalize
+    ],
+)
+def test_kill_9_then_resume_finishes_with_exactly_one_result_per_asset(
+    tmp_path: Path, kill_after_done: int, whole_group: bool
+) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    env = base_env(home, SPOTBOT_TEST_DELAY="0.03")
+    folder = _assets(tmp_path / "in")
+    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"], env)
+    if kill_after_done:
+        _wait_for(home / "spotbot.sqlite3", kill_after_done, proc)
+    else:
+        deadline = time.monotonic() + 30
+        while not _job_exists(home / "spotbot.sqlite3") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.3)  # orphaned workers get SIGKILL from the kernel (PR_SET_PDEATHSIG)
+
+    job_id = _job_id(env)
+    resumed = run_cli("resume", job_id, "--workers", "2", env=env)
+
+    assert resumed.returncode == 0, resumed.stderr
+    _check_complete(out, home, job_id)
+
+
+def test_killed_again_and_again_it_still_converges(tmp_path: Path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    env = base_env(home, SPOTBOT_TEST_DELAY="0.03")
+    folder = _assets(tmp_path / "in")
+    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"], env)
+    _wait_for(home / "spotbot.sqlite3", 8, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    job_id = _job_id(env)
+    for target in (20, 40):
+        proc = _start(["resume", job_id, "--workers", "2"], env)
+        _wait_for(home / "spotbot.sqlite3", target, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    final = run_cli("resume", job_id, env=env)
+    assert final.returncode == 0, final.stderr
+    _check_complete(out, home, job_id)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    env = base_env(home, SPOTBOT_TEST_DELAY="0.05")
+    folder = _assets(tmp_path / "in")
+    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"], env)
+    _wait_for(home / "spotbot.sqlite3", 6, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the foreground group
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    assert "resume with `spotbot resume" in stderr and "Traceback" not in stderr
+    job_id = _job_id(env)
+    status = json.loads(run_cli("status", job_id, "--json", env=env).stdout)
+    assert status["status"] == "INTERRUPTED"
+    assert status["counts"]["running"] == 0  # claimed-but-untouched tasks were handed back
+    assert run_cli("resume", job_id, env=env).returncode == 0
+    _check_complete(out, home, job_id)
+
+
+def test_a_job_cannot_be_run_twice_at_once(tmp_path: Path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    env = base_env(home, SPOTBOT_TEST_DELAY="0.05")
+    folder = _assets(tmp_path / "in")
+    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "1"], env)
+    _wait_for(home / "spotbot.sqlite3", 2, proc)
+    second = run_cli("resume", _job_id(env), env=env)
+    assert second.returncode == 2
+    assert "is already running" in second.stderr
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
