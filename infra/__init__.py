@@ -1,0 +1,1 @@
+"""Pulumi components of spotbot, one module per concern; the only package that imports pulumi."""

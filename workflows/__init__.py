@@ -1,0 +1,1 @@
+"""Step Functions state machines built in Python (dict -> ASL JSON); imports no Pulumi."""
