@@ -221,28 +221,45 @@ class SqliteTaskStore(TaskStore):
             return db.total_changes - before
 
     def complete_tasks(self, results: Sequence[Result]) -> None:
+        if not results:
+            return
         now = utcnow()
         with self._tx() as db:
-            for result in results:
-                record = json.dumps(result.to_record(), ensure_ascii=False)
-                row = db.execute(
-                    "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL,"
-                    " updated_at = ? WHERE id = ? RETURNING rowid",
-                    (str(result.status), result.error, record, now, result.task_id),
-                ).fetchone()
-                if row is None:
-                    raise StoreError(f"no task for {result.key!r} in job {result.job_id}")
-                db.execute("DELETE FROM results_fts WHERE rowid = ?", (row[0],))
-                if result.status == TaskStatus.DONE:
-                    db.execute(
-                        "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
-                        (
-                            row[0],
-                            cjk_tokens(" ".join(result.labels)),
-                            cjk_tokens(result.text),
-                            cjk_tokens(result.key),
-                        ),
-                    )
+            rows: dict[str, tuple[int, bool]] = {}
+            ids = [r.task_id for r in results]
+            for i in range(0, len(ids), _PAGE):
+                chunk = ids[i : i + _PAGE]
+                marks = ",".join("?" * len(chunk))
+                for tid, rowid, indexed in db.execute(
+                    f"SELECT id, rowid, result IS NOT NULL FROM tasks WHERE id IN ({marks})", chunk
+                ):
+                    rows[tid] = (rowid, bool(indexed))
+            missing = [r.key for r in results if r.task_id not in rows]
+            if missing:
+                raise StoreError(f"no task for {missing[0]!r} in job {results[0].job_id}")
+            db.executemany(
+                "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL, updated_at = ?"
+                " WHERE rowid = ?",
+                [
+                    (str(r.status), r.error, json.dumps(r.to_record(), ensure_ascii=False), now,
+                     rows[r.task_id][0])
+                    for r in results
+                ],
+            )
+            # Only a task that had a result before (a retry, a requeue) can be in the index.
+            db.executemany(
+                "DELETE FROM results_fts WHERE rowid = ?",
+                [(rows[r.task_id][0],) for r in results if rows[r.task_id][1]],
+            )
+            db.executemany(
+                "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
+                [
+                    (rows[r.task_id][0], cjk_tokens(" ".join(r.labels)), cjk_tokens(r.text),
+                     cjk_tokens(r.key))
+                    for r in results
+                    if r.status == TaskStatus.DONE
+                ],
+            )
 
     def reclaim_running(
         self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
