@@ -23,6 +23,7 @@ from spotbot.models import ModelRef, ModelRegistry
 from spotbot.outputs import open_sink
 from spotbot.pipeline import finalize_job, init_job, job_counts, scan_job
 from spotbot.sources import open_source
+from spotbot.stores.base import TaskStore
 from spotbot.stores.sqlite import SqliteTaskStore
 from spotbot.worker import DEFAULT_MAX_ASSET_BYTES, ShardWorker, WorkerConfig
 
@@ -239,12 +240,12 @@ class LocalRunner:
             return RunOutcome(store.get_job(job_id), summary, shard_stats=stats)
 
     def _interrupted(
-        self, store: SqliteTaskStore, job: Job, stats: list[dict[str, Any]] | None = None
+        self, store: TaskStore, job: Job, stats: list[dict[str, Any]] | None = None
     ) -> RunOutcome:
         job = store.update_job(job.id, status=JobStatus.INTERRUPTED)
         return RunOutcome(job, None, interrupted=True, shard_stats=stats or [])
 
-    def _scan(self, store: SqliteTaskStore, job: Job) -> None:
+    def _scan(self, store: TaskStore, job: Job) -> None:
         scanned = 0
 
         def on_page(n: int) -> None:
@@ -257,7 +258,7 @@ class LocalRunner:
         with contextlib.suppress(_ScanStopped):
             scan_job(store, job, open_source(job.source), on_page=on_page)
 
-    def _work(self, store: SqliteTaskStore, job: Job) -> list[dict[str, Any]]:
+    def _work(self, store: TaskStore, job: Job) -> list[dict[str, Any]]:
         counts = job_counts(store, job.id)
         if counts["pending"] == 0:
             return []

@@ -128,20 +128,18 @@ class LineStyle:
 
 
 def random_style(rng: random.Random, fonts: list[tuple[Path, int]]) -> LineStyle:
+    def colour(low: int, high: int) -> tuple[int, int, int]:
+        return (rng.randint(low, high), rng.randint(low, high), rng.randint(low, high))
+
     dark = rng.random() < 0.3
-    if dark:
-        bg = tuple(rng.randint(10, 80) for _ in range(3))
-        fg = tuple(rng.randint(200, 255) for _ in range(3))
-    else:
-        bg = tuple(rng.randint(170, 255) for _ in range(3))
-        fg = tuple(rng.randint(0, 70) for _ in range(3))
+    bg, fg = (colour(10, 80), colour(200, 255)) if dark else (colour(170, 255), colour(0, 70))
     return LineStyle(
         font=rng.choice(fonts),
         size=rng.randint(22, 64),
-        background=bg,  # type: ignore[arg-type]
+        background=bg,
         foreground=fg,
         angle=rng.uniform(-4.0, 4.0),
-        noise=rng.uniform(0.0, 18.0),  # type: ignore[arg-type]
+        noise=rng.uniform(0.0, 18.0),
         blur=rng.choice([0.0, 0.0, 0.5, 0.8]),
     )
 
@@ -149,7 +147,7 @@ def random_style(rng: random.Random, fonts: list[tuple[Path, int]]) -> LineStyle
 def render_line(text: str, style: LineStyle, seed: int = 0) -> Image.Image:
     """One line of text on a textured background, slightly rotated, with sensor-like noise."""
     font = ImageFont.truetype(str(style.font[0]), style.size, index=style.font[1])
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
     pad_x, pad_y = style.size, style.size // 2 + 6
     width, height = right - left + 2 * pad_x, bottom - top + 2 * pad_y
     image = _background(width, height, style.background, seed)
@@ -168,8 +166,8 @@ def render_sign(
 ) -> tuple[Image.Image, list[str]]:
     """A photo-sized scene of lines placed top to bottom; returns it and the lines that fit."""
     rng = random.Random(seed)
-    background = tuple(rng.randint(90, 200) for _ in range(3))
-    image = _background(size[0], size[1], background, seed)  # type: ignore[arg-type]
+    background = (rng.randint(90, 200), rng.randint(90, 200), rng.randint(90, 200))
+    image = _background(size[0], size[1], background, seed)
     y = rng.randint(30, 80)
     placed: list[str] = []
     for i, text in enumerate(lines):

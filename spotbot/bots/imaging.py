@@ -45,7 +45,7 @@ def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
                         f"image too large: {width}x{height} pixels is over {MAX_PIXELS:,}"
                     )
                 probe.verify()  # checks structure and CRCs without decoding pixels
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             image.load()  # decodes pixels: a truncated file fails here
     except AssetError:
         raise

@@ -92,9 +92,9 @@ class OcrZhBot(Bot):
 
     def _read_one(self, image: Image.Image) -> Prediction:
         # RapidOCR expects OpenCV's BGR order for arrays.
-        output = self._engine(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]))
+        output: Any = self._engine(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]))
         boxes = getattr(output, "boxes", None)
-        if boxes is None or len(boxes) == 0:
+        if boxes is None or len(boxes) == 0 or output.txts is None or output.scores is None:
             return {"tags": [], "text": ""}
         lines = [
             {
