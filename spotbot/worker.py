@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spotbot.bots.base import Bot, Prediction
-from spotbot.errors import AssetError
+from spotbot.errors import AssetError, SpotbotError
 from spotbot.model import Job, Result, Task, TaskStatus
 from spotbot.outputs import ResultSink
 from spotbot.sources import Source
@@ -44,6 +44,15 @@ class ShardStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+class BotUnavailableError(SpotbotError):
+    """The bot's backend (a model endpoint) cannot answer at all.
+
+    Raised from `Bot.predict`, it stops the worker instead of failing the batch: an outage
+    must not turn every remaining asset into a FAILED task. The page's unfinished tasks go
+    back to PENDING for the next worker.
+    """
 
 
 def one_line(message: object, limit: int = 300) -> str:
@@ -107,7 +116,13 @@ class ShardWorker:
                     stats.read_seconds += time.perf_counter() - waited
                     if index + 1 < len(batches):  # read the next batch while this one is tagged
                         pending = self._start_reads(pool, batches[index + 1])
-                    self._tag_and_record(items, stats)
+                    try:
+                        self._tag_and_record(items, stats)
+                    except BotUnavailableError:
+                        # Nothing of this batch was recorded: hand it and the rest back.
+                        left = [t.id for b in batches[index:] for t in b]
+                        stats.released += self.store.release_tasks(self.job.id, left)
+                        raise
                     if self.on_batch:
                         self.on_batch(stats)
         stats.stopped = self.stop.is_set()
@@ -187,6 +202,8 @@ class ShardWorker:
             if len(predictions) != len(ready):
                 raise RuntimeError(f"bot returned {len(predictions)} predictions for {len(ready)}")
             return {id(item): p for item, p in zip(ready, predictions, strict=True)}
+        except BotUnavailableError:
+            raise
         except AssetError as exc:
             if len(ready) == 1:
                 return {id(ready[0]): one_line(exc)}
@@ -199,6 +216,8 @@ class ShardWorker:
         for item in ready:
             try:
                 out[id(item)] = self.bot.predict([item.decoded])[0]
+            except BotUnavailableError:
+                raise
             except AssetError as exc:
                 out[id(item)] = one_line(exc)
             except Exception as exc:

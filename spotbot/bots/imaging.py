@@ -34,6 +34,7 @@ def decode_image(data: bytes, mode: str = "RGB") -> Image.Image:
     """A fully loaded, upright image in `mode`, or AssetError saying what is wrong with the bytes."""
     if not data:
         raise AssetError("empty file (0 bytes)")
+    fmt: str | None = sniff_format(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
