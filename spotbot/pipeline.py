@@ -36,13 +36,15 @@ def init_job(
     max_failure_pct: float = 100.0,
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
     job_id: str | None = None,
+    bot_cls: type[Bot] | None = None,
 ) -> Job:
     """Validate a request, resolve the model version and record the job (idempotent by job id).
 
     `registry` is the local ModelRegistry or the cloud's S3ModelRegistry: anything that
-    resolves a bot and an optional pin to a ModelRef.
+    resolves a bot and an optional pin to a ModelRef. `bot_cls` is given for bots that are not
+    installed classes (the cloud's registered custom bots).
     """
-    bot_cls = load_bot_class(bot)
+    bot_cls = bot_cls or load_bot_class(bot)
     if not 0 <= max_failure_pct <= 100:
         raise UsageError(f"max failures must be a percentage in [0, 100], got {max_failure_pct}")
     if shards < 1:
@@ -109,6 +111,7 @@ def scan_job(
     budget_seconds: float | None = None,
     max_pages: int | None = None,
     on_page: Callable[[int], None] | None = None,
+    bot_cls: type[Bot] | None = None,
 ) -> ScanProgress:
     """List the source from the job's scan token and write its tasks, page by page.
 
@@ -116,7 +119,7 @@ def scan_job(
     a Lambda can call it in a loop; the token is saved with the job after each page's tasks
     are written, so a crash never skips a page (re-writing one is harmless).
     """
-    bot_cls = load_bot_class(job.options.get("bot_spec") or job.bot)
+    bot_cls = bot_cls or load_bot_class(job.options.get("bot_spec") or job.bot)
     cap = int(job.options.get("max_asset_bytes") or DEFAULT_MAX_ASSET_BYTES)
     deadline = time.monotonic() + budget_seconds if budget_seconds else None
     if job.status in (JobStatus.CREATED, JobStatus.INTERRUPTED):

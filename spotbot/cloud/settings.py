@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spotbot import envnames
-from spotbot.errors import SpotbotError, UsageError
+from spotbot.cloud.errors import BucketNotAllowedError
+from spotbot.errors import SpotbotError
 from spotbot.sources import parse_s3_uri
 
 
@@ -79,7 +80,9 @@ class CloudSettings:
             {self.artifacts_bucket} if self.artifacts_bucket else set()
         )
         if bucket not in allowed:
-            raise UsageError(f"the {what} bucket {bucket!r} is not one this deployment may use")
+            raise BucketNotAllowedError(
+                f"the {what} bucket {bucket!r} is not one this deployment may use"
+            )
         return bucket, prefix
 
     def open_store(self) -> Any:

@@ -1,0 +1,1 @@
+"""Lambda handlers (aws-lambda-powertools): thin adapters from events to spotbot.cloud's logic."""

@@ -1,0 +1,187 @@
+"""Request and response models of the REST API: validation at the door, and the OpenAPI schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from spotbot.errors import SourceError
+from spotbot.sources import parse_s3_uri
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _checked_s3_uri(value: str) -> str:
+    try:
+        parse_s3_uri(value)
+    except SourceError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+S3Uri = Annotated[
+    str,
+    StringConstraints(min_length=6, max_length=2048, pattern=r"^s3://"),
+    AfterValidator(_checked_s3_uri),
+    Field(description="s3://bucket/prefix", examples=["s3://my-photos/2024/"]),
+]
+BotName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]
+ClientToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Extension = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,16}$")]
+
+
+class _Request(BaseModel):
+    # strict: "4" is not a number of shards; extra fields are typos, not wishes.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class JobRequest(_Request):
+    bot: BotName
+    source: S3Uri
+    output: S3Uri
+    shards: int | None = Field(default=None, ge=1, le=100_000)
+    model_version: Version | None = None
+    inference: Literal["endpoint", "in-container"] | None = None
+    max_failure_pct: float | None = Field(default=None, ge=0, le=100)
+    client_token: ClientToken | None = Field(
+        default=None, description="the same token never starts a second job; a retried POST is safe"
+    )
+
+
+class RetryRequest(_Request):
+    max_failure_pct: float | None = Field(default=None, ge=0, le=100)
+
+
+class BotRegistration(_Request):
+    image_uri: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^\S+$")]
+    model_uri: S3Uri
+    extensions: list[Extension] = Field(min_length=1, max_length=64)
+    model_version: Version = "registered"
+    description: Annotated[str, StringConstraints(max_length=1024)] = ""
+    media: Annotated[str, StringConstraints(pattern=r"^[a-z]{1,32}$")] = "file"
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="a short machine-readable code")
+    detail: Any = Field(description="what was wrong, for people")
+
+
+class JobStarted(BaseModel):
+    job_id: str
+    created: bool = Field(description="false when the client token named an existing job")
+    status_url: str
+
+
+class JobCounts(BaseModel):
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    pending: int
+    running: int
+
+
+class ExecutionView(BaseModel):
+    name: str
+    status: str
+    started_at: str | None = None
+    stopped_at: str | None = None
+    error: str | None = None
+    cause: str | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    bot: str
+    status: str
+    model_version: str | None = None
+    source: str
+    output: str
+    created_at: str
+    finished_at: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: str
+    counts: JobCounts | None = None
+    bot: str | None = None
+    model_version: str | None = None
+    source: str | None = None
+    output: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    shards: int | None = None
+    max_failure_pct: float | None = None
+    error: str | None = None
+    inference: str | None = None
+    endpoint_name: str | None = None
+    cancel_requested: bool = False
+    assets_per_second: float | None = None
+    eta_seconds: float | None = None
+    execution: ExecutionView | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+
+
+class CancelResult(BaseModel):
+    job_id: str
+    status: str
+    terminated: int = Field(description="Batch worker arrays terminated by this call")
+
+
+class RetryResult(BaseModel):
+    job_id: str
+    execution_name: str
+    failed: int = Field(description="failed assets that will be tried again")
+
+
+class BotView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str = ""
+    media: str = "file"
+    accepts: list[str]
+    custom: bool
+
+
+class BotList(BaseModel):
+    bots: list[BotView]
+
+
+class ModelVersionView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    bot: str
+    version: str
+    framework: str
+    labels: list[str] = []
+    metrics: dict[str, Any] = {}
+    created: str = ""
+
+
+class ModelList(BaseModel):
+    bot: str
+    versions: list[ModelVersionView]
+
+
+class SearchHitView(BaseModel):
+    job_id: str
+    key: str
+    bot: str
+    labels: list[str]
+    text: str
+    score: float
+    model_version: str | None = None
+    tags: list[dict[str, Any]] = []
+
+
+class SearchResults(BaseModel):
+    query: str
+    hits: list[SearchHitView]

@@ -1,0 +1,47 @@
+"""The cleanup function (CleanupJob, and EventBridge for stopped executions): stop what a job
+started, delete its endpoint unless another running job uses it, set its final status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.deployment import Deployment
+from functions.events import CleanupEvent
+from spotbot import envnames
+from spotbot.cloud.endpoints import release_job_endpoint
+from spotbot.cloud.jobs import cleanup_step
+from spotbot.model import Job
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+deployment = Deployment(envnames.JOB_QUEUE_ARN)
+
+
+def release_endpoint(job: Job) -> bool:
+    return release_job_endpoint(deployment.store, deployment.endpoints, job)
+
+
+@logger.inject_lambda_context(correlation_id_path="execution_name || detail.name")
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = CleanupEvent.model_validate(event)
+    result = cleanup_step(
+        deployment.store,
+        deployment.batch,
+        release_endpoint,
+        job_id=request.job_id,
+        outcome_status=request.outcome.status,
+        error=request.outcome.failure.Error,
+        cause=request.outcome.failure.Cause,
+    )
+    logger.info("job cleaned up", extra={"cleanup": result})
+    metrics.add_metric(name=f"Jobs{result['status'].title()}", unit=MetricUnit.Count, value=1)
+    if result["endpoint_deleted"]:
+        metrics.add_metric(name="EndpointsDeleted", unit=MetricUnit.Count, value=1)
+    return result
