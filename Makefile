@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# moto's Step Functions interpreter needs antlr4 4.13, and AutoGluon (via omegaconf) pins
+# antlr4 4.9: the two cannot share an environment. The state-machine execution tests run in
+# a second, light environment without the model extras.
+SFN_VENV := .venv-sfn
+SFN_STAMP := $(SFN_VENV)/.installed
 EXTRAS ?= all,infra,dev
 export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
 export HF_HUB_OFFLINE := 1
@@ -19,6 +24,12 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
+
+$(SFN_STAMP): pyproject.toml
+	test -x $(SFN_VENV)/bin/python || $(PYTHON) -m venv $(SFN_VENV)
+	$(SFN_VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(SFN_VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[ocr,cloud,serve,dev]'
+	touch $(SFN_STAMP)
 
 venv: $(STAMP)
 
@@ -36,11 +47,12 @@ models: $(STAMP)
 demo: $(STAMP) models
 	$(BIN)/python examples/demo.py --out out
 
-test: $(STAMP) fonts
-	$(BIN)/python -m pytest
+test: $(STAMP) $(SFN_STAMP) fonts
+	$(BIN)/python -m pytest -m "not stepfunctions"
+	$(SFN_VENV)/bin/python -m pytest -m stepfunctions
 
 test-fast: $(STAMP) fonts
-	$(BIN)/python -m pytest -m "not slow and not e2e and not integration"
+	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -51,4 +63,4 @@ bench: $(STAMP) fonts models
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf out .spotbot benchmarks/results .pytest_cache
+	rm -rf out .spotbot benchmarks/results .pytest_cache $(VENV) $(SFN_VENV)

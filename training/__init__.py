@@ -1,0 +1,1 @@
+"""Fine-tuning code per bot: the training container's entry points."""
