@@ -1,0 +1,222 @@
+"""The sentiment-zh bot: positive/negative tags for Chinese text with a BERT-family classifier.
+
+Model: a directory with bot.json, the transformers weights and tokenizer. The default one is
+trained offline by `training/sentiment_zh.py` (`make models`). A hub checkpoint is used instead
+when SPOTBOT_SENTIMENT_CHECKPOINT names one (or a local checkpoint folder), or when a model
+directory holds only a bot.json whose "checkpoint" names one; offline that fails at once.
+
+Long texts: a text is cut into consecutive windows of the model's max_length tokens; at most
+MAX_CHUNKS windows, spread evenly over the text when there are more, are classified and
+their probabilities averaged. Every part of a normal review counts; a book costs at most
+MAX_CHUNKS windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from spotbot.bots.base import Bot, Prediction
+from spotbot.errors import ModelError
+from spotbot.models import ModelRef
+from spotbot.textcodec import decode_text
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
+# Dynamic int8 Linear layers, on unless this is "0": on the held-out reviews 2.5x the texts/s
+# of fp32 for -0.1 point of accuracy (benchmarks/bench_sentiment.py).
+QUANTIZE_ENV = "SPOTBOT_SENTIMENT_QUANTIZE"
+BUILD_HINT = (
+    "build the default model with `make models` "
+    "(or `python -m training.sentiment_zh build-default --registry MODELS_DIR`), "
+    "or import one with `spotbot models import PATH`"
+)
+MAX_CHUNKS = 8
+MAX_TEXT_CHARS = 2_000_000  # beyond this a text is cut: MAX_CHUNKS windows never need more
+
+
+class SentimentZhBot(Bot):
+    name = "sentiment-zh"
+    description = "Chinese text sentiment (positive / negative) with a BERT-family classifier"
+    media = "text"
+    extensions = frozenset({"txt"})
+    batch_size = 32
+    builtin_version: ClassVar[str | None] = None  # models come from the registry
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._positive = 1
+        self._max_length = 128
+
+    def _load(self, model: ModelRef, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        checkpoint = os.environ.get(CHECKPOINT_ENV, "").strip()
+        named = str(self.manifest.extra.get("checkpoint") or "") if self.manifest else ""
+        if checkpoint:
+            source, where = checkpoint, f"checkpoint {checkpoint!r} (from {CHECKPOINT_ENV})"
+        elif named and model.path is not None and not _has_weights(model.path):
+            # a manifest-only model directory that names a hub checkpoint (bot.json "checkpoint")
+            source, where = named, f"checkpoint {named!r} (from {model.path}/bot.json)"
+        elif model.path is None:
+            raise ModelError(f"bot {self.name!r} has no model here: {BUILD_HINT}")
+        else:
+            source, where = str(model.path), str(model.path)
+        self._model, self._tokenizer = load_classifier(source, where)
+        self._positive = positive_index(self._model.config.id2label, where)
+        length = (self.manifest.extra.get("max_length") if self.manifest else None) or getattr(
+            self._tokenizer, "model_max_length", 512
+        )
+        positions = getattr(self._model.config, "max_position_embeddings", 512)
+        self._max_length = int(min(length, positions, 512))
+        if os.environ.get(QUANTIZE_ENV, "1") != "0":
+            self._model = _quantized(self._model)
+
+    def decode(self, data: bytes, key: str) -> str:
+        text, _encoding = decode_text(data)
+        return text[:MAX_TEXT_CHARS]
+
+    def predict(self, items: Sequence[str]) -> list[Prediction]:
+        if self._model is None:
+            raise ModelError("the model is not loaded")
+        probs = positive_probabilities(
+            self._model,
+            self._tokenizer,
+            list(items),
+            self._max_length,
+            batch_size=self.batch_size,
+            positive=self._positive,
+        )
+        results = []
+        for p in probs:
+            tags = [
+                {"label": "positive", "score": round(p, 4)},
+                {"label": "negative", "score": round(1.0 - p, 4)},
+            ]
+            tags.sort(key=lambda t: t["score"], reverse=True)
+            results.append({"tags": tags, "positive": round(p, 4)})
+        return results
+
+
+def _quantized(model: Any) -> Any:
+    """Dynamic int8 Linear layers. torch (pinned 2.13) deprecates torch.ao.quantization in
+    favour of torchao, which is not installed; where it is gone the model stays fp32."""
+    import torch
+
+    quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+    if quantize is None or not hasattr(quantize, "quantize_dynamic"):
+        log.warning("dynamic quantization is unavailable in this torch: running in fp32")
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return quantize.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def load_classifier(source: str, where: str) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder or a hub name; ModelError when neither works."""
+    import spotbot.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+
+    # isort: split
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    local = Path(source).is_dir()
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    if not local and "/" not in source and Path(source).suffix:
+        raise ModelError(f"{where}: no such model folder")
+    try:
+        # Offline, only what is on disk (a folder, or the hub cache): fail now, not after retries.
+        kwargs = {"local_files_only": local or offline}
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (
+            ""
+            if local
+            else (
+                " (offline: hub checkpoints cannot be downloaded here)"
+                if offline
+                else " (is the hub reachable?)"
+            )
+        )
+        raise ModelError(f"{where}: cannot load the sentiment model{hint}: {reason}") from None
+    model.eval()
+    return model, tokenizer
+
+
+def positive_index(id2label: dict[int, str], where: str) -> int:
+    """Which output is "positive": by label name, or LABEL_1 of an unnamed binary head."""
+    names = {int(i): str(label).lower() for i, label in id2label.items()}
+    if len(names) != 2:
+        raise ModelError(
+            f"{where}: a binary classifier is needed, this one has {len(names)} labels"
+        )
+    for i, label in names.items():
+        if label.startswith("pos"):
+            return i
+    if set(names.values()) == {"label_0", "label_1"}:
+        return 1
+    raise ModelError(f"{where}: no positive label among {sorted(names.values())}")
+
+
+def positive_probabilities(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 32,
+    positive: int = 1,
+    max_chunks: int = MAX_CHUNKS,
+) -> list[float]:
+    """P(positive) per text: windows of max_length tokens, batched by length, averaged per text."""
+    import torch
+
+    if not texts:
+        return []
+    body = max_length - 2  # room for [CLS] and [SEP]
+    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    windows: list[list[int]] = []
+    owners: list[int] = []
+    for owner, ids in enumerate(pieces):
+        spans = [ids[i : i + body] for i in range(0, max(len(ids), 1), body)]
+        if len(spans) > max_chunks:
+            step = (len(spans) - 1) / (max_chunks - 1)
+            spans = [spans[round(k * step)] for k in range(max_chunks)]
+        for span in spans:
+            windows.append([tokenizer.cls_token_id, *span, tokenizer.sep_token_id])
+            owners.append(owner)
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+    window_probs = [0.0] * len(windows)
+    pad = tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(windows[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
+                mask[row, : len(windows[i])] = 1
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            probs = torch.softmax(logits.float(), dim=-1)[:, positive].tolist()
+            for i, p in zip(batch, probs, strict=True):
+                window_probs[i] = p
+    sums = [0.0] * len(texts)
+    counts = [0] * len(texts)
+    for owner, p in zip(owners, window_probs, strict=True):
+        sums[owner] += p
+        counts[owner] += 1
+    return [s / c for s, c in zip(sums, counts, strict=True)]

