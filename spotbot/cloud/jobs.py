@@ -219,16 +219,44 @@ def requeue_step(
     return _plan(job, job_definition, limits, requeued=pending)
 
 
-def readable_cause(error: str | None, cause: str | None) -> str:
-    """A one-paragraph cause for people: a Lambda's JSON error becomes its message, no trace."""
-    text = (cause or "").strip()
+def _json_object(text: str) -> dict[str, Any] | None:
     try:
         parsed = json.loads(text) if text.startswith("{") else None
     except json.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _batch_reason(job: dict[str, Any]) -> str:
+    """A failed Batch job as Step Functions describes it (DescribeJobs, PascalCase), in a line."""
+    text = f"Batch job {job.get('JobName') or job.get('JobId')} {job.get('Status') or 'FAILED'}"
+    if job.get("StatusReason"):
+        text += f": {job['StatusReason']}"
+    summary = (job.get("ArrayProperties") or {}).get("StatusSummary") or {}
+    if summary.get("FAILED"):
+        text += f" ({summary['FAILED']} of {sum(summary.values())} array children failed)"
+    return text
+
+
+def readable_cause(error: str | None, cause: str | None) -> str:
+    """A one-paragraph cause for people, no trace: a Lambda's JSON error becomes its message, a
+    Batch job's description its status reason, a branch's re-raised {"Error", "Cause"} what it
+    wraps (see workflows.tagging.RERAISED_CAUSE)."""
+    text = (cause or "").strip()
+    for _ in range(4):  # envelopes nest: a re-raise around a Lambda error or a Batch job
+        parsed = _json_object(text)
+        if parsed is None:
+            break
+        if "JobName" in parsed and "Status" in parsed:
+            text = _batch_reason(parsed)
+            break
+        if "Error" in parsed and "errorMessage" not in parsed:
+            error = str(parsed.get("Error") or "") or error
+            text = str(parsed.get("Cause") or "").strip()
+            continue
         text = str(parsed.get("errorMessage") or parsed.get("Cause") or parsed.get("cause") or "")
         error = error or parsed.get("errorType")
+        break
     if not text:
         text = f"the job failed with {error}" if error else "the job failed"
     return text[:MAX_CAUSE]
@@ -263,6 +291,10 @@ def cleanup_step(
     else:
         status, cause = "FAILED", readable_cause(error, cause)
         error = error or "Spotbot.JobFailed"
+        if error.startswith("States."):
+            # The machine's JobFailed state reports this name, and states may not report
+            # "States." names (the execution would end in States.Runtime instead).
+            error = "Spotbot." + error.removeprefix("States.")
     if job is not None and (status != "SUCCEEDED" or job.status != JobStatus.SUCCEEDED):
         store.update_job(
             job_id,
