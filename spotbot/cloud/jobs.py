@@ -76,7 +76,7 @@ def _plan(job: Job, job_definition: str, limits: Limits, **extra: Any) -> dict[s
         "shards": job.shards,
         "chunks": plan_chunks(job.shards, limits.max_array_size),
         "max_failure_pct": float(job.max_failure_pct),
-        "poll_seconds": int(job.options.get("poll_seconds") or limits.default_poll_seconds),
+        "poll_seconds": int(_given(job.options.get("poll_seconds"), limits.default_poll_seconds)),
         **extra,
     }
 
@@ -129,7 +129,7 @@ def init_step(
         job_id=job_id,
     )
     if "inference" not in job.options:
-        poll = int(request.get("poll_seconds") or limits.default_poll_seconds)
+        poll = int(_given(request.get("poll_seconds"), limits.default_poll_seconds))
         job = merge_options(store, job.id, inference=inference, poll_seconds=poll)
     return _plan(job, job_definition, limits)
 
@@ -211,7 +211,7 @@ def requeue_step(
         changes["max_failure_pct"] = float(request["max_failure_pct"])
     store.update_job(job_id, **changes)
     options: dict[str, Any] = {CANCEL_REQUESTED: None}
-    if request.get("poll_seconds"):
+    if request.get("poll_seconds") is not None:
         options["poll_seconds"] = int(request["poll_seconds"])
     job = merge_options(store, job_id, **options)
     # `requeued` is what the workers will find: every pending task, whatever left it pending
@@ -309,3 +309,8 @@ def cleanup_step(
         "cause": cause[:MAX_CAUSE],
         "endpoint_deleted": deleted,
     }
+
+
+def _given(value: Any, default: Any) -> Any:
+    """`value` unless it is missing: a zero (e.g. no wait between polls) is a real setting."""
+    return default if value is None else value
