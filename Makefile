@@ -49,7 +49,7 @@ models: $(STAMP)
 demo: $(STAMP) models
 	$(BIN)/python examples/demo.py --out out
 
-test: $(STAMP) $(SFN_STAMP) fonts
+test: $(STAMP) $(SFN_STAMP) fonts models
 	$(BIN)/python -m pytest -m "not stepfunctions"
 	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/test_workflows.py tests/test_state_machine_execution.py
 
