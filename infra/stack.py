@@ -18,6 +18,7 @@ from infra.network import Network, NetworkArgs
 from infra.orchestration import Orchestration, OrchestrationArgs
 from infra.search import Search, SearchArgs
 from infra.storage import MODELS_PREFIX, Storage, StorageArgs
+from infra.training import Training, TrainingArgs
 from spotbot import envnames
 
 
@@ -57,6 +58,7 @@ class Deployment:
     orchestration: Orchestration
     api: Api
     outputs: dict[str, Any]
+    training: Training | None = None
 
 
 def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deployment:
@@ -87,6 +89,16 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             images=settings.images,
             image_tag=settings.image_tag,
             log_retention_days=settings.log_retention_days,
+            name_prefix=names.base,
+        ),
+    )
+    training = Training(
+        "training",
+        TrainingArgs(
+            ctx=ctx,
+            artifacts_bucket_arn=storage.bucket.arn,
+            models_prefix=MODELS_PREFIX,
+            repository_arns=[r.arn for r in models.repositories.values()],
             name_prefix=names.base,
         ),
     )
@@ -267,9 +279,12 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
         "opensearch_endpoint": search.endpoint,
         "ecr_repository_urls": {b: r.repository_url for b, r in models.repositories.items()},
         "job_queue_arn": compute.queue.arn,
+        "training_role_arn": training.role.arn,
+        "training_starter_policy_arn": training.starter_policy.arn,
     }
     return Deployment(
-        storage, network, search, models, compute, functions, orchestration, api, outputs
+        storage, network, search, models, compute, functions, orchestration, api, outputs,
+        training,
     )
 
 

@@ -3,9 +3,10 @@
 SageMaker runs `IMAGE serve` (inference) and `IMAGE train` (training); AWS Batch runs the job
 definition's command `["work"]`. `serve` and `work` are the `spotbot` CLI commands of those
 names. `train` follows the SageMaker training contract under /opt/ml (SPOTBOT_OPT_ML moves
-it, so the same code runs in tests and on a laptop): it runs the bot's training module
-(`training.<bot>`, its `main(argv)` or its `python -m` entry) and, when training fails or
-does not exist, writes the reason to /opt/ml/output/failure and exits non-zero.
+it, so the same code runs in tests and on a laptop): the shipped bots train through
+training.contract (hyperparameters, channels, checkpoints); other bots run their training
+module (`training.<bot>`, its `main(argv)` or its `python -m` entry). When training fails or
+does not exist, the reason goes to /opt/ml/output/failure and the exit is non-zero.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def _has_main_guard(module: str) -> bool:
     return isinstance(source, str) and '__name__ == "__main__"' in source
 
 
+def _is_trainable(bot: str | None) -> bool:
+    """Whether the bot (or, unnamed, the hyperparameters' bot) has a trainer in training.run."""
+    try:
+        from training.run import TRAINERS
+    except ImportError:  # an image without the training package
+        return False
+    if bot is None:
+        return (opt_ml() / "input" / "config" / "hyperparameters.json").is_file()
+    return bot in TRAINERS
+
+
 def train(argv: Sequence[str]) -> int:
     """Run the bot's training entry point; on failure write output/failure and return 1."""
     bot = os.environ.get(envnames.BOT)
@@ -77,6 +89,12 @@ def train(argv: Sequence[str]) -> int:
         at = args.index("--bot")
         bot = args[at + 1] if at + 1 < len(args) else None
         del args[at : at + 2]
+    if not os.environ.get(TRAINING_PACKAGE_ENV) and _is_trainable(bot):
+        # The shipped bots train through the shared contract (training.contract); it also
+        # takes the bot from hyperparameters.json when neither the image nor --bot names it.
+        from training.contract import train_in_container
+
+        return train_in_container(bot)
     if not bot:
         write_failure(f"no bot to train: set {envnames.BOT} in the image or pass --bot")
         return 1

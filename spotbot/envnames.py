@@ -22,6 +22,7 @@ STATE_MACHINE_ARN = "SPOTBOT_STATE_MACHINE_ARN"
 RETRY_STATE_MACHINE_ARN = "SPOTBOT_RETRY_STATE_MACHINE_ARN"
 JOB_QUEUE_ARN = "SPOTBOT_JOB_QUEUE_ARN"  # cleanup and api terminate a job's Batch jobs
 SAGEMAKER_ROLE_ARN = "SPOTBOT_SAGEMAKER_ROLE_ARN"  # execution role of the endpoints it creates
+TRAINING_ROLE_ARN = "SPOTBOT_TRAINING_ROLE_ARN"  # role `spotbot train --cloud` passes to jobs
 IMAGE_URIS = "SPOTBOT_IMAGE_URIS"  # JSON {bot: image URI by digest}, for SageMaker models
 ENDPOINT_INSTANCE_TYPE = "SPOTBOT_ENDPOINT_INSTANCE_TYPE"
 ENDPOINT_NAME_PREFIX = "SPOTBOT_ENDPOINT_NAME_PREFIX"  # endpoints, configs, models: <prefix>-...
