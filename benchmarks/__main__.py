@@ -12,6 +12,7 @@ BENCHES = [
     ("pipeline", ["benchmarks.bench_pipeline"], "pipeline.json"),
     ("car-model", ["benchmarks.bench_car"], "car_model.json"),
     ("sentiment-zh", ["benchmarks.bench_sentiment"], "sentiment.json"),
+    ("ocr-zh", ["benchmarks.bench_ocr"], "ocr.json"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,6 +81,7 @@ class LocalSink(ResultSink):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().absolute()
         self.uri = str(self.root)
+        self._folders: set[Path] = set()  # made already: a mkdir per result was the hot spot
 
     def check_writable(self) -> None:
         try:
@@ -100,14 +102,18 @@ class LocalSink(ResultSink):
 
     def put(self, job_id: str, relpath: str, data: bytes, content_type: str) -> None:
         path = self._path(job_id, relpath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        # The temporary name is unique per process and thread, so no two writers share it and
+        # a crash leaves at most one stray file per writer, overwritten on the next attempt.
+        tmp = path.parent / f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}"
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
 
     def put_lines(self, job_id: str, relpath: str, lines: Iterable[bytes]) -> int:
