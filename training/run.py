@@ -46,6 +46,9 @@ class TrainRequest:
     seed: int = 0
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     progress: Progress | None = None
+    # Where an interruptible fit keeps its state (car-model: AutoGluon's folder), so a rerun
+    # with the same data and settings continues it; None trains in out as before.
+    work_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ class CarModelTrainer:
         manifest = fine_tune_car_model(
             request.data, request.out, int(request.time_limit or 600), backbone=request.base,
             version=request.version, holdout_fraction=0.0 if request.validation else 0.2,
-            hyperparameters=params, seed=request.seed,
+            hyperparameters=params, seed=request.seed, work_dir=request.work_dir,
         )
         if request.validation:
             manifest.metrics.update(self._evaluate(request.out, request.validation, manifest))
@@ -271,6 +274,7 @@ def run_training(request: TrainRequest, registry: ModelRegistry | None = None,
         "hyperparameters": request.hyperparameters,
         "seconds": round(time.monotonic() - started, 1),
         "warnings": list(report.warnings),
+        "resumed_from_checkpoint": bool(manifest.extra.get("resumed_from_checkpoint", False)),
     }
     manifest.extra.setdefault("data_fingerprint", report.fingerprint)
     manifest.extra.setdefault("training_seconds", manifest.extra["training"]["seconds"])
