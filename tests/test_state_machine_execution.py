@@ -402,10 +402,10 @@ def test_a_worker_that_fails_every_attempt_fails_the_job(cloud: Cloud) -> None:
     cloud.put_assets(GOOD)
     cloud.runtime.broken = True
     # WHEN the job runs
-    execution = cloud.run("job-wf", inference="endpoint")
+    # (3 shards: one array, so no sibling array races the cleanup that follows its failure)
+    execution = cloud.run("job-wf", inference="endpoint", shards=3)
     # THEN every attempt of every child failed, a child being retried as the job definition's
-    # retryStrategy says (a sibling array may be terminated by cleanup before its retry)
-    # (a child of the other array that starts after cleanup finds the job FAILED: nothing to do)
+    # retryStrategy says
     worked = [r for r in cloud.workers.runs if not r.reason.startswith("job is ")]
     assert worked and all(r.exit_code != 0 for r in worked)
     assert all("answered in an unknown format" in r.reason for r in worked)
@@ -416,7 +416,9 @@ def test_a_worker_that_fails_every_attempt_fails_the_job(cloud: Cloud) -> None:
     assert "array children failed" in cause
     assert "finalize" not in cloud.lambdas.names()
     assert cloud.result_objects("job-wf") == []
-    assert {v["status"] for v in cloud.tasks("job-wf").values()} == {"PENDING"}
+    # nothing was tagged; a task can still be RUNNING when a sibling worker was terminated by
+    # cleanup mid-batch (a retry reclaims it), but none is DONE or FAILED
+    assert {v["status"] for v in cloud.tasks("job-wf").values()} <= {"PENDING", "RUNNING"}
 
 
 def _run_over_the_threshold(cloud: Cloud, job_id: str) -> dict[str, Any]:
