@@ -39,8 +39,9 @@ PHOTOS = Path(__file__).resolve().parent.parent / "examples" / "photos"
 
 
 def builtin_ref() -> ModelRef:
-    return ModelRef(CarModelBot.name, str(CarModelBot.builtin_version), None,
-                    CarModelBot.builtin_origin)
+    return ModelRef(
+        CarModelBot.name, str(CarModelBot.builtin_version), None, CarModelBot.builtin_origin
+    )
 
 
 @pytest.fixture(scope="module")
@@ -242,8 +243,10 @@ def test_materialized_checkpoint_is_a_timm_folder(tmp_path):
     "label, fields",
     [
         ("toyota_corolla_2015", {"make": "toyota", "model": "corolla", "year": 2015}),
-        ("land-rover_range_rover_2012", {"make": "land-rover", "model": "range rover",
-                                         "year": 2012}),
+        (
+            "land-rover_range_rover_2012",
+            {"make": "land-rover", "model": "range rover", "year": 2012},
+        ),
         ("bmw_m3", {"make": "bmw", "model": "m3"}),
         ("tesla_2020", {"make": "tesla", "year": 2020}),
         ("sedan", {}),
@@ -271,13 +274,23 @@ def test_fine_tuned_model_reaches_high_accuracy_and_returns_make_model_year(tmp_
     data = render_synthetic_cars(tmp_path / "data", per_class=12, seed=1)
     # WHEN it is fine-tuned briefly (small images and few epochs keep the test short)
     manifest = fine_tune_car_model(
-        data, tmp_path / "model", time_limit=300, version="test-1",
+        data,
+        tmp_path / "model",
+        time_limit=300,
+        version="test-1",
         hyperparameters={
-            "optim.max_epochs": 5, "model.timm_image.image_size": 96,
-            "optim.val_check_interval": 1.0, "env.per_gpu_batch_size": 8, "env.batch_size": 8,
-            "optim.lr_mult": 10, "optim.lr_choice": "two_stages",
-            "model.timm_image.train_transforms": ["resize_shorter_side", "center_crop",
-                                                  "random_horizontal_flip"],
+            "optim.max_epochs": 5,
+            "model.timm_image.image_size": 96,
+            "optim.val_check_interval": 1.0,
+            "env.per_gpu_batch_size": 8,
+            "env.batch_size": 8,
+            "optim.lr_mult": 10,
+            "optim.lr_choice": "two_stages",
+            "model.timm_image.train_transforms": [
+                "resize_shorter_side",
+                "center_crop",
+                "random_horizontal_flip",
+            ],
         },
     )
     # THEN the manifest says what was trained on what, and held-out accuracy is high
@@ -308,8 +321,11 @@ def test_fine_tuned_model_reaches_high_accuracy_and_returns_make_model_year(tmp_
     results = bot.predict([bot.decode(b, "car.jpg") for b in buffers])
     correct = sum(r["tags"][0]["label"] == label for r, label in zip(results, labels, strict=True))
     assert correct / len(labels) >= 0.9
-    corolla = next(r for r, label in zip(results, labels, strict=True)
-                   if label == "toyota_corolla_2015" and r["tags"][0]["label"] == label)
+    corolla = next(
+        r
+        for r, label in zip(results, labels, strict=True)
+        if label == "toyota_corolla_2015" and r["tags"][0]["label"] == label
+    )
     assert (corolla["make"], corolla["model"], corolla["year"]) == ("toyota", "corolla", 2015)
     assert all(0 <= t["score"] <= 1 for r in results for t in r["tags"])
 

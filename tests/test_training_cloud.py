@@ -41,10 +41,14 @@ ROLE = "arn:aws:iam::123456789012:role/spotbot-training"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "SPOTBOT_ARTIFACTS_BUCKET": BUCKET,
-                       "SPOTBOT_IMAGE_URIS": json.dumps({"sentiment-zh": IMAGE}),
-                       "SPOTBOT_TRAINING_ROLE_ARN": ROLE}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SPOTBOT_ARTIFACTS_BUCKET": BUCKET,
+        "SPOTBOT_IMAGE_URIS": json.dumps({"sentiment-zh": IMAGE}),
+        "SPOTBOT_TRAINING_ROLE_ARN": ROLE,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
@@ -59,8 +63,9 @@ def model_dir(tmp_path: Path, version: str) -> Path:
     folder = tmp_path / version
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"\0" * 16)
-    ModelManifest("sentiment-zh", version, "transformers", ["negative", "positive"],
-                  {"accuracy": 0.8}).write(folder)
+    ModelManifest(
+        "sentiment-zh", version, "transformers", ["negative", "positive"], {"accuracy": 0.8}
+    ).write(folder)
     return folder
 
 
@@ -96,31 +101,54 @@ def test_cloud_training_runs_spot_imports_the_model_and_the_next_job_resolves_it
     data.write_text("text,label\n好,positive\n差,negative\n", "utf-8")
     registry = S3ModelRegistry(BUCKET, client=aws)
     registry.upload(model_dir(tmp_path, "start-1"))
-    sagemaker = SageMakerThatWritesTheModel(boto3.client("sagemaker"), aws,
-                                            model_dir(tmp_path, "cloud-1"))
+    sagemaker = SageMakerThatWritesTheModel(
+        boto3.client("sagemaker"), aws, model_dir(tmp_path, "cloud-1")
+    )
     lines: list[str] = []
     # WHEN `spotbot train --cloud` runs
     manifest = train_in_cloud(
-        CloudTrainingOptions(bot="sentiment-zh", data=str(data), epochs=2, version="cloud-1",
-                             hyperparameters={"hidden": 64}, max_run=1800, max_wait=3600,
-                             job_name="spotbot-sentiment-zh-test", poll_seconds=0),
-        echo=lines.append, sagemaker=sagemaker, s3=aws,
+        CloudTrainingOptions(
+            bot="sentiment-zh",
+            data=str(data),
+            epochs=2,
+            version="cloud-1",
+            hyperparameters={"hidden": 64},
+            max_run=1800,
+            max_wait=3600,
+            job_name="spotbot-sentiment-zh-test",
+            poll_seconds=0,
+        ),
+        echo=lines.append,
+        sagemaker=sagemaker,
+        s3=aws,
     )
     # THEN the job is managed Spot training with a per-job checkpoint location in the bucket
-    job = boto3.client("sagemaker").describe_training_job(TrainingJobName="spotbot-sentiment-zh-test")
+    job = boto3.client("sagemaker").describe_training_job(
+        TrainingJobName="spotbot-sentiment-zh-test"
+    )
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 3600}
     assert job["CheckpointConfig"]["S3Uri"] == (
-        f"s3://{BUCKET}/training/spotbot-sentiment-zh-test/checkpoints/")
+        f"s3://{BUCKET}/training/spotbot-sentiment-zh-test/checkpoints/"
+    )
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE and job["RoleArn"] == ROLE
-    assert job["HyperParameters"] == {"bot": "sentiment-zh", "seed": "0", "epochs": "2",
-                                      "version": "cloud-1", "hidden": "64"}
-    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-                for c in job["InputDataConfig"]}
-    assert channels == {"train": f"s3://{BUCKET}/training/spotbot-sentiment-zh-test/data/train/",
-                        "base": registry.uri("sentiment-zh", "start-1")}
-    staged = aws.get_object(Bucket=BUCKET,
-                            Key="training/spotbot-sentiment-zh-test/data/train/reviews.csv")
+    assert job["HyperParameters"] == {
+        "bot": "sentiment-zh",
+        "seed": "0",
+        "epochs": "2",
+        "version": "cloud-1",
+        "hidden": "64",
+    }
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
+    }
+    assert channels == {
+        "train": f"s3://{BUCKET}/training/spotbot-sentiment-zh-test/data/train/",
+        "base": registry.uri("sentiment-zh", "start-1"),
+    }
+    staged = aws.get_object(
+        Bucket=BUCKET, Key="training/spotbot-sentiment-zh-test/data/train/reviews.csv"
+    )
     assert staged["Body"].read() == data.read_bytes()
     # AND the model is in the S3 registry, and a job started afterwards resolves it
     assert manifest.version == "cloud-1" and any("Completed" in line for line in lines)
@@ -134,8 +162,9 @@ def test_models_import_cloud_uploads_a_local_model(aws: Any, tmp_path: Path) -> 
 
     from spotbot.cli import main
 
-    result = CliRunner().invoke(main, ["models", "import", str(model_dir(tmp_path, "local-1")),
-                                       "--cloud"])
+    result = CliRunner().invoke(
+        main, ["models", "import", str(model_dir(tmp_path, "local-1")), "--cloud"]
+    )
     assert result.exit_code == 0, result.output
     assert S3ModelRegistry(BUCKET, client=aws).resolve(SentimentZhBot).version == "local-1"
     with pytest.raises(UsageError, match="already in"):
@@ -151,11 +180,18 @@ class _Describe:
 
 
 def test_a_failed_job_says_why() -> None:
-    cloud = SageMakerTraining(BUCKET, sagemaker=_Describe(
-        {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"},
-        {"TrainingJobStatus": "Failed", "SecondaryStatus": "Failed",
-         "FailureReason": "TrainingDataError: train.csv:4: label 'maybe'"},
-    ), s3=object())
+    cloud = SageMakerTraining(
+        BUCKET,
+        sagemaker=_Describe(
+            {"TrainingJobStatus": "InProgress", "SecondaryStatus": "Starting"},
+            {
+                "TrainingJobStatus": "Failed",
+                "SecondaryStatus": "Failed",
+                "FailureReason": "TrainingDataError: train.csv:4: label 'maybe'",
+            },
+        ),
+        s3=object(),
+    )
     lines: list[str] = []
     with pytest.raises(TrainingJobFailedError, match=r"train\.csv:4"):
         cloud.follow("job", lines.append, 0, sleep=lambda _: None)
@@ -166,5 +202,11 @@ def test_max_wait_shorter_than_max_run_is_refused() -> None:
     from spotbot.cloud.training import training_job_request
 
     with pytest.raises(UsageError, match="max-wait"):
-        training_job_request(CloudTrainingOptions(bot="car-model", data="x", max_run=600,
-                                                  max_wait=300), "j", BUCKET, IMAGE, ROLE, {})
+        training_job_request(
+            CloudTrainingOptions(bot="car-model", data="x", max_run=600, max_wait=300),
+            "j",
+            BUCKET,
+            IMAGE,
+            ROLE,
+            {},
+        )

@@ -149,8 +149,9 @@ def _train_or_resume(request: TrainRequest, checkpoints: Path, report: Any) -> N
         log.info("trained %s %s: %s", manifest.bot, manifest.version, manifest.metrics)
         return
     done = checkpoints / f"model-{request_digest(request)}"
-    manifest = finished_model(done, request.bot, report.fingerprint)
-    if manifest is not None:
+    reused = finished_model(done, request.bot, report.fingerprint)
+    if reused is not None:
+        manifest = reused
         log.info("resuming: %s %s already trained in %s, not training again",
                  manifest.bot, manifest.version, done)
     else:

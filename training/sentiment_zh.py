@@ -303,7 +303,7 @@ def new_model(vocab_size: int, hyper: Hyper) -> Any:
     # isort: split
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
         vocab_size=vocab_size, hidden_size=hyper.hidden, num_hidden_layers=hyper.layers,
         num_attention_heads=hyper.heads, intermediate_size=hyper.intermediate,
         hidden_dropout_prob=hyper.dropout, attention_probs_dropout_prob=hyper.dropout,

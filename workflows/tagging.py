@@ -667,14 +667,15 @@ def worst_case_state_data(refs: TaggingRefs, shards: int, assets: int) -> dict[s
         "max_failure_pct": 100.0,
         "poll_seconds": refs.endpoint_poll_seconds,
     }
-    job = {
+    chunks = plan_chunks(shards, refs.max_array_size)
+    job: dict[str, Any] = {
         "job_id": long,
         "bot": long,
         "model_version": long,
         "inference": "in-container",
         "job_definition": "arn:" + "j" * 256,
         "shards": shards,
-        "chunks": plan_chunks(shards, refs.max_array_size),
+        "chunks": chunks,
         "max_failure_pct": 100.0,
         "poll_seconds": refs.endpoint_poll_seconds,
         "requeued": assets,
@@ -687,7 +688,7 @@ def worst_case_state_data(refs: TaggingRefs, shards: int, assets: int) -> dict[s
         "scanned": assets,
         "accepted": assets,
     }
-    work = [{"batch_job_id": "b" * 64, "status": "SUCCEEDED"} for _ in job["chunks"]]
+    work = [{"batch_job_id": "b" * 64, "status": "SUCCEEDED"} for _ in chunks]
     return {
         **request,
         "job": job,

@@ -76,7 +76,7 @@ class SentimentZhBot(Bot):
             self._tokenizer, "model_max_length", 512
         )
         positions = getattr(self._model.config, "max_position_embeddings", 512)
-        self._max_length = int(min(length, positions, 512))
+        self._max_length = min(int(length or 512), int(positions or 512), 512)
         if os.environ.get(QUANTIZE_ENV, "1") != "0":
             self._model = _quantized(self._model)
 
@@ -97,11 +97,11 @@ class SentimentZhBot(Bot):
         )
         results = []
         for p in probs:
+            scores = {"positive": round(p, 4), "negative": round(1.0 - p, 4)}
             tags = [
-                {"label": "positive", "score": round(p, 4)},
-                {"label": "negative", "score": round(1.0 - p, 4)},
+                {"label": label, "score": score}
+                for label, score in sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
             ]
-            tags.sort(key=lambda t: t["score"], reverse=True)
             results.append({"tags": tags, "positive": round(p, 4)})
         return results
 

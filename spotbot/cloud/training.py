@@ -72,39 +72,68 @@ def job_name(bot: str, now: float | None = None) -> str:
 
 def hyperparameters(options: CloudTrainingOptions) -> dict[str, str]:
     """Everything as strings, as SageMaker requires (training.contract parses them back)."""
-    values: dict[str, Any] = {"bot": options.bot, "seed": options.seed,
-                              "epochs": options.epochs, "time_limit": options.time_limit,
-                              "version": options.version, **options.hyperparameters}
+    values: dict[str, Any] = {
+        "bot": options.bot,
+        "seed": options.seed,
+        "epochs": options.epochs,
+        "time_limit": options.time_limit,
+        "version": options.version,
+        **options.hyperparameters,
+    }
     if options.base and options.bot not in BASE_CHANNEL_BOTS:
         values["base"] = options.base  # car-model: a backbone name, not a model folder
-    return {k: v if isinstance(v, str) else json.dumps(v)
-            for k, v in values.items() if v is not None}
+    return {
+        k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items() if v is not None
+    }
 
 
-def training_job_request(options: CloudTrainingOptions, name: str, bucket: str, image: str,
-                         role: str, channels: dict[str, str]) -> dict[str, Any]:
+def training_job_request(
+    options: CloudTrainingOptions,
+    name: str,
+    bucket: str,
+    image: str,
+    role: str,
+    channels: dict[str, str],
+) -> dict[str, Any]:
     """The CreateTrainingJob request: managed Spot, max run and wait, per-job checkpoints."""
     if options.max_wait < options.max_run:
-        raise UsageError(f"--max-wait ({options.max_wait} s) must be at least --max-run"
-                         f" ({options.max_run} s): it covers waiting for Spot capacity too")
+        raise UsageError(
+            f"--max-wait ({options.max_wait} s) must be at least --max-run"
+            f" ({options.max_run} s): it covers waiting for Spot capacity too"
+        )
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
         "RoleArn": role,
         "HyperParameters": hyperparameters(options),
         "InputDataConfig": [
-            {"ChannelName": channel, "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated",
-            }}} for channel, uri in channels.items()
+            {
+                "ChannelName": channel,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+            for channel, uri in channels.items()
         ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{TRAINING_PREFIX}{name}/output/"},
-        "ResourceConfig": {"InstanceType": options.instance_type, "InstanceCount": 1,
-                           "VolumeSizeInGB": options.volume_gb},
-        "StoppingCondition": {"MaxRuntimeInSeconds": options.max_run,
-                              "MaxWaitTimeInSeconds": options.max_wait},
+        "ResourceConfig": {
+            "InstanceType": options.instance_type,
+            "InstanceCount": 1,
+            "VolumeSizeInGB": options.volume_gb,
+        },
+        "StoppingCondition": {
+            "MaxRuntimeInSeconds": options.max_run,
+            "MaxWaitTimeInSeconds": options.max_wait,
+        },
         "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": f"s3://{bucket}/{TRAINING_PREFIX}{name}/checkpoints/",
-                             "LocalPath": CHECKPOINT_LOCAL_PATH},
+        "CheckpointConfig": {
+            "S3Uri": f"s3://{bucket}/{TRAINING_PREFIX}{name}/checkpoints/",
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        },
         "Tags": [{"Key": "spotbot:bot", "Value": options.bot}],
     }
 
@@ -112,8 +141,9 @@ def training_job_request(options: CloudTrainingOptions, name: str, bucket: str, 
 class SageMakerTraining:
     """The adapter: S3 and SageMaker calls for one training job, boto errors as spotbot errors."""
 
-    def __init__(self, bucket: str, sagemaker: Any = None, s3: Any = None,
-                 models_prefix: str = "models/"):
+    def __init__(
+        self, bucket: str, sagemaker: Any = None, s3: Any = None, models_prefix: str = "models/"
+    ):
         import boto3
 
         self.bucket = bucket
@@ -134,20 +164,26 @@ class SageMakerTraining:
                 bucket, key_prefix = parse_s3_uri(source)
                 # Copied so the training role reads only its own prefix (least privilege).
                 pages = self.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=key_prefix)
-                keys = [o["Key"] for page in pages for o in page.get("Contents", [])
-                        if not o["Key"].endswith("/")]
+                    Bucket=bucket, Prefix=key_prefix
+                )
+                keys = [
+                    o["Key"]
+                    for page in pages
+                    for o in page.get("Contents", [])
+                    if not o["Key"].endswith("/")
+                ]
                 if not keys:
                     raise UsageError(f"{source}: no objects to train on")
                 for key in keys:
-                    rel = key[len(key_prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
+                    rel = key[len(key_prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
                     self.s3.copy({"Bucket": bucket, "Key": key}, self.bucket, prefix + rel)
             else:
                 path = Path(source)
                 if not path.exists():
                     raise UsageError(f"{source}: no such file or folder")
-                files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
-                                                             if p.is_file())
+                files = (
+                    [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+                )
                 for file in files:
                     rel = file.name if path.is_file() else file.relative_to(path).as_posix()
                     self.s3.upload_file(str(file), self.bucket, prefix + rel)
@@ -169,8 +205,13 @@ class SageMakerTraining:
         with _aws("creating the training job"):
             return str(self.sagemaker.create_training_job(**request)["TrainingJobArn"])
 
-    def follow(self, name: str, echo: Echo, poll_seconds: float,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    def follow(
+        self,
+        name: str,
+        echo: Echo,
+        poll_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
         """Poll DescribeTrainingJob until the job ends; echo each status change."""
         seen = None
         while True:
@@ -185,7 +226,8 @@ class SageMakerTraining:
             sleep(poll_seconds)
         if status[0] != "Completed":
             raise TrainingJobFailedError(
-                f"training job {name} {status[0]}: {job.get('FailureReason') or 'no reason given'}")
+                f"training job {name} {status[0]}: {job.get('FailureReason') or 'no reason given'}"
+            )
         return dict(job)
 
     def import_artifact(self, job: dict[str, Any]) -> ModelManifest:
@@ -208,9 +250,13 @@ class SageMakerTraining:
                 return self.registry().upload(model)  # type: ignore[no-any-return]
 
 
-def train_in_cloud(options: CloudTrainingOptions, echo: Echo = lambda _: None,
-                   sagemaker: Any = None, s3: Any = None,
-                   sleep: Callable[[float], None] = time.sleep) -> ModelManifest:
+def train_in_cloud(
+    options: CloudTrainingOptions,
+    echo: Echo = lambda _: None,
+    sagemaker: Any = None,
+    s3: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ModelManifest:
     """Stage the data, start a managed Spot training job, follow it and import its model."""
     settings = CloudSettings.from_env()
     bucket = options.bucket or settings.artifacts_bucket
@@ -235,8 +281,9 @@ def train_in_cloud(options: CloudTrainingOptions, echo: Echo = lambda _: None,
             channels["base"] = base
     request = training_job_request(options, name, bucket, image, role, channels)
     arn = cloud.start(request)
-    echo(f"started {arn} (managed Spot, max run {options.max_run} s, max wait"
-         f" {options.max_wait} s)")
+    echo(
+        f"started {arn} (managed Spot, max run {options.max_run} s, max wait {options.max_wait} s)"
+    )
     job = cloud.follow(name, echo, options.poll_seconds, sleep)
     manifest = cloud.import_artifact(job)
     echo(f"imported {manifest.bot} {manifest.version} into the S3 registry")
@@ -257,9 +304,14 @@ def _aws(doing: str) -> Iterator[None]:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         message = f"{doing}: {error.get('Code', '')}: {error.get('Message')}"
-        if error.get("Code") in ("ValidationException", "ResourceInUse", "NoSuchBucket",
-                                 "AccessDenied", "AccessDeniedException",
-                                 "ResourceLimitExceeded"):
+        if error.get("Code") in (
+            "ValidationException",
+            "ResourceInUse",
+            "NoSuchBucket",
+            "AccessDenied",
+            "AccessDeniedException",
+            "ResourceLimitExceeded",
+        ):
             raise UsageError(message) from exc
         raise CloudServiceError(message) from exc
     except BotoCoreError as exc:
@@ -277,5 +329,7 @@ def upload_model(source: Path, replace: bool = False, s3: Any = None) -> ModelMa
         manifest = ModelRegistry(tmp).import_model(source)
         load_bot_class(manifest.bot)  # a model for a bot that is not installed: UsageError
         with _aws("uploading the model to the registry"):
-            return registry.upload(Path(tmp) / manifest.bot / manifest.version,  # type: ignore[no-any-return]
-                                   replace=replace)
+            return registry.upload(
+                Path(tmp) / manifest.bot / manifest.version,  # type: ignore[no-any-return]
+                replace=replace,
+            )

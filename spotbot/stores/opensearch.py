@@ -439,7 +439,7 @@ class OpenSearchTaskStore(TaskStore):
                         for d in docs
                         if d.get("found") and d["_source"].get("claim") == token
                     }
-                for h, action in zip(hits, actions, strict=True):
+                for h in hits:
                     if h["_id"] in won:
                         src = h["_source"]
                         claimed.append(

@@ -241,8 +241,13 @@ class SqliteTaskStore(TaskStore):
                 "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL, updated_at = ?"
                 " WHERE rowid = ?",
                 [
-                    (str(r.status), r.error, json.dumps(r.to_record(), ensure_ascii=False), now,
-                     rows[r.task_id][0])
+                    (
+                        str(r.status),
+                        r.error,
+                        json.dumps(r.to_record(), ensure_ascii=False),
+                        now,
+                        rows[r.task_id][0],
+                    )
                     for r in results
                 ],
             )
@@ -254,8 +259,12 @@ class SqliteTaskStore(TaskStore):
             db.executemany(
                 "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
                 [
-                    (rows[r.task_id][0], cjk_tokens(" ".join(r.labels)), cjk_tokens(r.text),
-                     cjk_tokens(r.key))
+                    (
+                        rows[r.task_id][0],
+                        cjk_tokens(" ".join(r.labels)),
+                        cjk_tokens(r.text),
+                        cjk_tokens(r.key),
+                    )
                     for r in results
                     if r.status == TaskStatus.DONE
                 ],
