@@ -124,7 +124,10 @@ def scan_job(
     deadline = time.monotonic() + budget_seconds if budget_seconds else None
     if job.status in (JobStatus.CREATED, JobStatus.INTERRUPTED):
         job = store.update_job(
-            job.id, status=JobStatus.SCANNING, started_at=job.started_at or utcnow()
+            job.id,
+            unless_final=True,
+            status=JobStatus.SCANNING,
+            started_at=job.started_at or utcnow(),
         )
     pages = written = 0
     token = job.scan_token

@@ -551,3 +551,15 @@ def test_only_tasks_being_tagged_count_an_attempt(store: TaskStore) -> None:
     assert store.reclaim_running("job-1", max_attempts=3) == 6
     counts = store.count_tasks("job-1")
     assert (counts[TaskStatus.FAILED], counts[TaskStatus.PENDING]) == (2, 4)
+
+
+def test_a_finished_job_is_not_revived_by_a_late_step(store: TaskStore) -> None:
+    # GIVEN a job that cleanup has already failed
+    make_job(store)
+    store.update_job("job-1", status=JobStatus.FAILED, error="endpoint failed")
+    # WHEN a step still in flight reports progress "unless final"
+    job = store.update_job("job-1", unless_final=True, status=JobStatus.RUNNING)
+    # THEN the job stays FAILED, while a deliberate update (a retry) still goes through
+    assert job.status is JobStatus.FAILED and store.get_job("job-1").error == "endpoint failed"
+    assert store.update_job("job-1", status=JobStatus.RUNNING).status is JobStatus.RUNNING
+    assert store.update_job("job-1", unless_final=True, scan_complete=True).scan_complete

@@ -157,7 +157,8 @@ def scan_step(
         bot_cls=catalog.bot_class(job.bot),
     )
     if progress.complete:
-        store.update_job(job_id, status=JobStatus.RUNNING)
+        # unless_final: cleanup may have ended the job while this slice ran (a failed branch)
+        store.update_job(job_id, unless_final=True, status=JobStatus.RUNNING)
     # Counted, not summed: a retried slice re-lists pages whose tasks already exist.
     counts = job_counts(store, job_id)
     return {

@@ -57,8 +57,13 @@ class TaskStore(ABC):
         """The job, or JobNotFoundError."""
 
     @abstractmethod
-    def update_job(self, job_id: str, **fields: Any) -> Job:
-        """Set some fields of a job and return it."""
+    def update_job(self, job_id: str, unless_final: bool = False, **fields: Any) -> Job:
+        """Set some fields of a job and return it.
+
+        With unless_final, a job already SUCCEEDED, FAILED or CANCELLED is left as it is (and
+        returned): a step still in flight when the job was cleaned up must not revive it.
+        The check and the write are one atomic update.
+        """
 
     @abstractmethod
     def list_jobs(self, limit: int = 100) -> list[Job]:

@@ -25,7 +25,7 @@ from opensearchpy.exceptions import (
 )
 
 from spotbot.errors import JobNotFoundError, StoreError
-from spotbot.model import FINAL_TASK_STATUSES, Job, Result, Task, TaskStatus, utcnow
+from spotbot.model import FINAL_TASK_STATUSES, Job, JobStatus, Result, Task, TaskStatus, utcnow
 from spotbot.stores.base import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ class OpenSearchTaskStore(TaskStore):
         with self._errors(f"read job {job_id}"):
             return Job.from_dict(self._get_job_doc(job_id)["_source"])
 
-    def update_job(self, job_id: str, **fields: Any) -> Job:
+    def update_job(self, job_id: str, unless_final: bool = False, **fields: Any) -> Job:
         unknown = [name for name in fields if name not in Job.__dataclass_fields__]
         with self._errors(f"update job {job_id}"):
             # Replace the whole document (a partial `doc` update would merge `options`), guarded
@@ -346,6 +346,8 @@ class OpenSearchTaskStore(TaskStore):
                 if unknown:
                     raise StoreError(f"job has no field {unknown[0]!r}")
                 doc = dict(current["_source"])
+                if unless_final and JobStatus(doc["status"]).is_final:
+                    return Job.from_dict(doc)  # re-checked on every try: the write is guarded
                 for name, value in fields.items():
                     doc[name] = str(value) if name == "status" else value
                 try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spotbot.errors import JobNotFoundError, StoreError
-from spotbot.model import Job, Result, Task, TaskStatus, utcnow
+from spotbot.model import Job, JobStatus, Result, Task, TaskStatus, utcnow
 from spotbot.stores.base import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
 
 SCHEMA = """
@@ -137,12 +137,14 @@ class SqliteTaskStore(TaskStore):
             raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
         return Job.from_dict(json.loads(rows[0][0]))
 
-    def update_job(self, job_id: str, **fields: Any) -> Job:
+    def update_job(self, job_id: str, unless_final: bool = False, **fields: Any) -> Job:
         with self._tx() as db:
             row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
             doc = json.loads(row[0])
+            if unless_final and JobStatus(doc["status"]).is_final:
+                return Job.from_dict(doc)
             for name, value in fields.items():
                 if name not in Job.__dataclass_fields__:
                     raise StoreError(f"job has no field {name!r}")
