@@ -49,6 +49,9 @@ home_option = click.option(
     help="Where the task store and models live [env SPOTBOT_HOME; default:"
     " the user's data folder].",
 )
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="Model threads [0: all cores]."
+)
 json_option = click.option(
     "--json",
     "as_json",
@@ -760,9 +763,7 @@ def train(
 )
 @click.option("--page-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--read-concurrency", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option(
-    "--threads", type=click.IntRange(min=0), default=0, help="Model threads [0: all cores]."
-)
+@threads_option
 @click.option(
     "--stop-grace",
     type=click.FloatRange(min=0),
@@ -830,9 +831,7 @@ def work(
     default=None,
     help="Larger request bodies get 413 [env SPOTBOT_SERVE_MAX_BODY_MB; default: 6].",
 )
-@click.option(
-    "--threads", type=click.IntRange(min=0), default=0, help="Model threads [0: all cores]."
-)
+@threads_option
 @click.option(
     "--graceful-timeout",
     type=click.FloatRange(min=0),
