@@ -22,7 +22,7 @@ class _Event(BaseModel):
 class LimitsModel(_Event):
     default_shards: int = Field(default=16, ge=2)
     max_shards: int = Field(default=100_000, ge=2)
-    max_array_size: int = Field(default=10_000, ge=2, le=10_000)
+    max_array_size: int = Field(default=10_000, ge=3, le=10_000)
     default_poll_seconds: int = Field(default=30, ge=0)
     default_max_failure_pct: float = Field(default=100.0, ge=0, le=100)
 

@@ -202,6 +202,8 @@ def test_partition_comes_from_the_refs() -> None:
 def test_refs_reject_impossible_limits() -> None:
     with pytest.raises(ValueError, match="max_array_size"):
         dataclasses.replace(REFERENCE_REFS, max_array_size=20_000)
+    with pytest.raises(ValueError, match="max_array_size"):  # 5 shards cannot go in arrays of 2
+        dataclasses.replace(REFERENCE_REFS, max_array_size=2)
     with pytest.raises(ValueError, match="job definition"):
         dataclasses.replace(REFERENCE_REFS, job_definition_arns={})
 
@@ -216,6 +218,17 @@ def test_chunks_cover_every_shard_once_within_batch_limits(shards: int) -> None:
         sum(c["size"] for c in chunks[:i]) for i in range(len(chunks))
     ]
     assert len(chunks) == -(-shards // 10_000)
+
+
+@pytest.mark.parametrize("max_array_size", [3, 4, 7, 10])
+def test_small_array_limits_never_make_a_one_child_array(max_array_size: int) -> None:
+    # Batch rejects an array of 1; every shard count splits into arrays of 2..max_array_size
+    for shards in range(2, 60):
+        chunks = t.plan_chunks(shards, max_array_size)
+        assert sum(c["size"] for c in chunks) == shards
+        assert all(2 <= c["size"] <= max_array_size for c in chunks), (shards, chunks)
+    with pytest.raises(ValueError, match="at least 3"):
+        t.plan_chunks(5, 2)
 
 
 def test_ten_million_assets_fit_the_payload_budget_on_paper() -> None:

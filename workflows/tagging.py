@@ -179,8 +179,10 @@ class TaggingRefs:
     work_timeout_seconds: int = 172_800
 
     def __post_init__(self) -> None:
-        if not 2 <= self.max_array_size <= 10_000:
-            raise ValueError("max_array_size must be within Batch's 2..10,000")
+        if not 3 <= self.max_array_size <= 10_000:
+            # Batch arrays have 2..10,000 children; with at most 2 an odd shard count cannot
+            # be split into arrays of 2, so 3 is the least that works for every count.
+            raise ValueError("max_array_size must be within 3..10,000")
         if self.max_shards < 2 or self.default_shards < 2:
             raise ValueError("shards must be at least 2 (a Batch array has at least 2 children)")
         if self.scan_budget_seconds >= self.scan_timeout_seconds:
@@ -243,9 +245,13 @@ def plan_chunks(shards: int, max_array_size: int = 10_000) -> list[dict[str, int
     """Split ``shards`` into the fewest Batch arrays, near-equal in size, each at least 2.
 
     ``plan_chunks(25_000)`` -> sizes 8,334 / 8,333 / 8,333 with offsets 0 / 8,334 / 16,667.
+    Near-equal sizes are never below 2 once ``max_array_size`` is at least 3: with k arrays,
+    shards > (k - 1) * max_array_size >= 3k - 3, so shards // k >= 2.
     """
     if shards < 2:
         raise ValueError("a Batch array job has at least 2 children")
+    if max_array_size < 3:
+        raise ValueError("max_array_size must be at least 3 (an odd count cannot split into 2s)")
     count = math.ceil(shards / max_array_size)
     base, extra = divmod(shards, count)
     chunks, offset = [], 0
