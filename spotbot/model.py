@@ -62,6 +62,10 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+# The job option the cloud API sets on DELETE /jobs/{id}: the time the cancel was asked for.
+CANCEL_REQUESTED = "cancel_requested_at"
+
+
 @dataclass(slots=True)
 class Job:
     id: str
@@ -84,6 +88,10 @@ class Job:
         data = asdict(self)
         data["status"] = str(self.status)
         return data
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.options.get(CANCEL_REQUESTED))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:

@@ -274,6 +274,9 @@ def run_worker(
         if job.status.is_final:
             log.info("job already finished: nothing to do", extra={"status": str(job.status)})
             return WorkOutcome(None, EXIT_DONE, f"job is {job.status}")
+        if job.cancel_requested:  # e.g. cancelled while the machine waited for the endpoint
+            log.info("job was cancelled: nothing to do")
+            return WorkOutcome(None, EXIT_DONE, "job was cancelled")
         if not 0 <= params.shard < job.shards:
             raise UsageError(f"shard {params.shard} is outside the job's 0..{job.shards - 1}")
         if params.model_version and job.model_version and params.model_version != job.model_version:

@@ -467,6 +467,41 @@ def test_cancel_while_workers_run_cancels_the_job(cloud: Cloud) -> None:
     assert cloud.api("GET", "/jobs/job-cx")[1]["status"] == "CANCELLED"
 
 
+@moto_sync_thread_bug
+def test_cancel_while_the_endpoint_comes_up_starts_no_tagging(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint-mode job whose endpoint is still Creating when the user cancels it
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    cloud.put_assets(GOOD)
+    answers: list[tuple[int, Any]] = []
+    describe = SageMakerModelBackend.describe_endpoint
+
+    def creating_then_in_service(backend: Any, endpoint_name: str) -> dict[str, Any]:
+        if endpoint_name in backend.endpoints:
+            if not answers:
+                backend.endpoints[endpoint_name].endpoint_status = "Creating"
+                answers.append(cloud.api("DELETE", "/jobs/job-cw"))
+            else:
+                backend.endpoints[endpoint_name].endpoint_status = "InService"
+        return describe(backend, endpoint_name)
+
+    monkeypatch.setattr(SageMakerModelBackend, "describe_endpoint", creating_then_in_service)
+    # WHEN the job runs on (there was no Batch job yet for the cancel to terminate)
+    execution = cloud.run("job-cw", inference="endpoint")
+    # THEN the workers that started afterwards tagged nothing and finalize did not run to the
+    # end: cleanup deleted the endpoint and the job ended CANCELLED
+    assert answers and answers[0][0] == 202 and answers[0][1]["terminated"] == 0
+    assert cloud.workers.runs and all(
+        r.exit_code == 0 and r.reason == "job was cancelled" for r in cloud.workers.runs
+    )
+    _assert_failed_readably(cloud, "job-cw", execution, "Spotbot.JobCancelled", "CANCELLED")
+    assert cloud.result_objects("job-cw") == []
+    assert {v["status"] for v in cloud.tasks("job-cw").values()} == {"PENDING"}
+    assert cloud.api("GET", "/jobs/job-cw")[1]["status"] == "CANCELLED"
+
+
 # --- retry of failed assets ---------------------------------------------------------------------
 def test_retry_requeues_failed_assets_and_finishes_the_job(cloud: Cloud) -> None:
     # GIVEN a job that failed its threshold with 3 undecodable assets, which the user then fixed

@@ -86,8 +86,10 @@ a child's shard is ``SPOTBOT_SHARD_OFFSET + AWS_BATCH_JOB_ARRAY_INDEX``.
 
 Cancel: ``DELETE /jobs/{id}`` marks the job cancel-requested and terminates its Batch jobs
 (named ``<job_id>-w<chunk>``); the running state fails, its Catch runs cleanup, which sets
-CANCELLED, and the execution ends in ``JobCancelled``. A stopped execution is cleaned up by
-the EventBridge rule above.
+CANCELLED, and the execution ends in ``JobCancelled``. A cancel during the endpoint wait finds
+no Batch job to stop: the workers that start afterwards see the request and exit at once, and
+finalize raises JobCancelledError, so cleanup still ends the job CANCELLED. A stopped execution
+is cleaned up by the EventBridge rule above.
 """
 
 from __future__ import annotations

@@ -17,14 +17,13 @@ from spotbot.cloud.bots import BotCatalog, CatalogResolver
 from spotbot.cloud.errors import JobCancelledError
 from spotbot.cloud.settings import CloudSettings
 from spotbot.errors import JobNotFoundError, UnknownBotError, UsageError
-from spotbot.model import Job, JobStatus, utcnow
+from spotbot.model import CANCEL_REQUESTED, Job, JobStatus, utcnow
 from spotbot.outputs import SUMMARY_JSON, S3Sink
 from spotbot.pipeline import finalize_job, init_job, job_counts, scan_job
 from spotbot.sources import S3Source
 from spotbot.stores.base import TaskStore
 from workflows.tagging import plan_chunks
 
-CANCEL_REQUESTED = "cancel_requested_at"
 THRESHOLD_ERROR = "Spotbot.FailureThresholdExceeded"
 MAX_CAUSE = 1000
 
@@ -46,7 +45,7 @@ def job_id_for_token(client_token: str) -> str:
 
 
 def is_cancel_requested(job: Job) -> bool:
-    return bool(job.options.get(CANCEL_REQUESTED))
+    return job.cancel_requested
 
 
 def merge_options(store: TaskStore, job_id: str, **changes: Any) -> Job:
@@ -173,8 +172,14 @@ def scan_step(
 def finalize_step(
     store: TaskStore, s3: Any, *, job_id: str, max_failure_pct: float | None = None
 ) -> dict[str, Any]:
-    """Counts, summary.json and results.jsonl in the output, and the job's final status."""
+    """Counts, summary.json and results.jsonl in the output, and the job's final status.
+
+    A job cancelled while its workers ran (or before they started, during the endpoint wait)
+    is not finalized: JobCancelledError sends the machine to cleanup, which ends it CANCELLED.
+    """
     job = store.get_job(job_id)
+    if is_cancel_requested(job) or job.status == JobStatus.CANCELLED:
+        raise JobCancelledError(f"job {job_id} was cancelled")
     if max_failure_pct is not None and max_failure_pct != job.max_failure_pct:
         job = store.update_job(job_id, max_failure_pct=float(max_failure_pct))
     sink = S3Sink(job.output, client=s3)

@@ -271,6 +271,25 @@ def test_finalize_fails_the_job_over_its_threshold(
     assert json.loads(summary)["status"] == "FAILED"
 
 
+def test_finalize_of_a_cancelled_job_raises_job_cancelled_and_writes_nothing(
+    load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any], store: Any
+) -> None:
+    # GIVEN a job whose workers ran, cancelled through the API before finalize
+    finalize = _run_to_finalize(load_handler, lambda_context, aws, store, "job-fcx")
+    api = load_handler("api")
+    assert api.lambda_handler(api_event("v1", "DELETE", "/jobs/job-fcx"), lambda_context)[
+        "statusCode"
+    ] == 202
+    # WHEN finalize runs THEN it refuses (the machine's Catch sends it to cleanup)
+    with pytest.raises(Exception) as caught:
+        finalize.lambda_handler({"job_id": "job-fcx", "workers": []}, lambda_context)
+    assert type(caught.value).__name__ == "JobCancelledError"
+    # and it wrote no summary and left the status for cleanup to set
+    listed = aws["s3"].list_objects_v2(Bucket=OUTPUT, Prefix="tags/job-fcx/")
+    assert "summary.json" not in {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
+    assert store.get_job("job-fcx").status == JobStatus.RUNNING
+
+
 def test_requeue_then_retry_api(
     load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any], store: Any
 ) -> None:
