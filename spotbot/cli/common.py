@@ -14,20 +14,18 @@ import click
 from spotbot.errors import SpotbotError, UsageError
 from spotbot.runner import Home, JobFailedError, default_home
 
-log = logging.getLogger("spotbot")
-
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _home(path: str | None) -> Home:
+def open_home(path: str | None) -> Home:
     return Home(Path(path).expanduser() if path else default_home())
 
 
-def _emit_json(data: Any) -> None:
+def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=None))
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
+def fail(message: str, code: int = EXIT_USAGE) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -69,10 +67,10 @@ def guarded(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except JobFailedError as exc:
-            _fail(f"job failed: {exc}", EXIT_JOB_FAILED)
+            fail(f"job failed: {exc}", EXIT_JOB_FAILED)
         except UsageError as exc:
-            _fail(str(exc), EXIT_USAGE)
+            fail(str(exc), EXIT_USAGE)
         except SpotbotError as exc:
-            _fail(str(exc), EXIT_JOB_FAILED)
+            fail(str(exc), EXIT_JOB_FAILED)
 
     return wrapper

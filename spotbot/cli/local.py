@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import time
@@ -14,18 +13,16 @@ from spotbot.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
     EXIT_OK,
-    _emit_json,
-    _home,
+    emit_json,
     guarded,
     home_option,
     json_option,
     main,
+    open_home,
 )
 from spotbot.errors import SpotbotError, UsageError
 from spotbot.model import JobStatus
 from spotbot.runner import LocalRunner, Progress, RunOutcome, default_workers
-
-log = logging.getLogger("spotbot")
 
 
 # -- bots -------------------------------------------------------------------------------------
@@ -37,7 +34,7 @@ def bots(home: str | None, as_json: bool) -> None:
     """The installed bots: what each accepts and which model it would use."""
     from spotbot.bots.registry import available_bots, load_bot_class, resolve_model
 
-    registry = _home(home).registry()
+    registry = open_home(home).registry()
     rows = []
     for name in sorted(available_bots()):
         row: dict[str, Any] = {"name": name}
@@ -53,7 +50,7 @@ def bots(home: str | None, as_json: bool) -> None:
             row["error"] = str(exc)
         rows.append(row)
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -165,7 +162,7 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
     if outcome.interrupted:
         click.echo(f"interrupted: resume with `spotbot resume {job.id}`", err=True)
         if as_json:
-            _emit_json({"job_id": job.id, "status": str(job.status)})
+            emit_json({"job_id": job.id, "status": str(job.status)})
         sys.exit(EXIT_INTERRUPTED)
     summary = outcome.summary
     if summary is None:  # the job had already finished before this run
@@ -186,7 +183,7 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
     if summary.get("error"):
         click.echo(f"error: {summary['error']}", err=True)
     if as_json:
-        _emit_json(summary)
+        emit_json(summary)
     sys.exit(EXIT_OK if job.status == JobStatus.SUCCEEDED else EXIT_JOB_FAILED)
 
 
@@ -289,7 +286,7 @@ def resume(job_id: str, workers: int | None, home: str | None, as_json: bool) ->
 def _runner(
     home: str | None, workers: int | None, as_json: bool, config: Any = None
 ) -> LocalRunner:
-    return LocalRunner(_home(home).root, workers=workers or default_workers(), config=config)
+    return LocalRunner(open_home(home).root, workers=workers or default_workers(), config=config)
 
 
 def _run(runner: LocalRunner, job_id: str, as_json: bool) -> None:
@@ -308,10 +305,10 @@ def _run(runner: LocalRunner, job_id: str, as_json: bool) -> None:
 @guarded
 def jobs(limit: int, home: str | None, as_json: bool) -> None:
     """Recent jobs, newest first."""
-    with _home(home).store() as store:
+    with open_home(home).store() as store:
         rows = [j.to_dict() for j in store.list_jobs(limit)]
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
@@ -338,13 +335,13 @@ def status(job_id: str, home: str | None, as_json: bool) -> None:
     """A job's state and task counts."""
     from spotbot.pipeline import job_counts
 
-    with _home(home).store() as store:
+    with open_home(home).store() as store:
         job = store.get_job(job_id)
         data = job.to_dict() | {"counts": job_counts(store, job_id)}
     data.pop("options", None)
     data.pop("scan_token", None)
     if as_json:
-        _emit_json(data)
+        emit_json(data)
         return
     c = data["counts"]
     click.echo(f"{job.id}  {job.status}  bot={job.bot} model={job.model_version}")
@@ -372,10 +369,10 @@ def search(
     """Full-text search over tags and recognised text."""
     if not query.strip():
         raise UsageError("the search query is empty")
-    with _home(home).store() as store:
+    with open_home(home).store() as store:
         hits = store.search(query, bot=bot, job_id=job_id, limit=limit)
     if as_json:
-        _emit_json([h.to_dict() for h in hits])
+        emit_json([h.to_dict() for h in hits])
         return
     if not hits:
         click.echo("no match", err=True)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
 from spotbot.cli.common import (
-    _emit_json,
-    _home,
+    emit_json,
     guarded,
     home_option,
     json_option,
     main,
+    open_home,
 )
 from spotbot.errors import UsageError
-
-log = logging.getLogger("spotbot")
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -35,11 +32,11 @@ def models() -> None:
 def models_list(bot: str | None, home: str | None, as_json: bool) -> None:
     from spotbot.bots.registry import available_bots
 
-    registry = _home(home).registry()
+    registry = open_home(home).registry()
     names = [bot] if bot else sorted(available_bots())
     rows = [m.to_dict() for name in names for m in registry.versions(name)]
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     if not rows:
         click.echo(f"no models in {registry.root}", err=True)
@@ -56,8 +53,8 @@ def models_list(bot: str | None, home: str | None, as_json: bool) -> None:
 @home_option
 @guarded
 def models_show(bot: str, version: str, home: str | None) -> None:
-    manifest = _home(home).registry().get(bot, version)
-    _emit_json(manifest.to_dict())
+    manifest = open_home(home).registry().get(bot, version)
+    emit_json(manifest.to_dict())
 
 
 @models.command("import")
@@ -82,7 +79,7 @@ def models_import(path: str, replace: bool, cloud: bool, home: str | None) -> No
         uploaded = upload_model(Path(path), replace=replace)
         click.echo(f"imported {uploaded.bot} {uploaded.version} into the S3 registry", err=True)
         return
-    registry = _home(home).registry()
+    registry = open_home(home).registry()
     manifest = registry.import_model(path, replace=replace)
     try:
         load_bot_class(manifest.bot)
@@ -99,5 +96,5 @@ def models_import(path: str, replace: bool, cloud: bool, home: str | None) -> No
 @home_option
 @guarded
 def models_remove(bot: str, version: str, home: str | None) -> None:
-    _home(home).registry().remove(bot, version)
+    open_home(home).registry().remove(bot, version)
     click.echo(f"removed {bot} {version}", err=True)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
 from spotbot.cli.common import (
-    _fail,
+    fail,
     main,
     threads_option,
 )
-
-log = logging.getLogger("spotbot")
 
 
 # -- container entry points: the Batch worker and the SageMaker serving contract ------------
@@ -96,7 +93,7 @@ def work(
             ),
         )
     except ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
+        fail(str(exc), EXIT_USAGE)
         return
     sys.exit(work_main(params))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,14 @@ from typing import Any
 import click
 
 from spotbot.cli.common import (
-    _emit_json,
-    _home,
+    emit_json,
     guarded,
     home_option,
     json_option,
     main,
+    open_home,
 )
 from spotbot.errors import UsageError
-
-log = logging.getLogger("spotbot")
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -183,7 +180,7 @@ def train(
         )
         manifest = train_in_cloud(options, echo=lambda line: click.echo(line, err=True))
     else:
-        registry = _home(home).registry()
+        registry = open_home(home).registry()
         staging = Path(tempfile.mkdtemp(prefix="train-", dir=registry._staging()))
         request = TrainRequest(
             bot=bot,
@@ -216,7 +213,7 @@ def train(
 
             shutil.rmtree(staging, ignore_errors=True)
     if as_json:
-        _emit_json(manifest.to_dict())
+        emit_json(manifest.to_dict())
     else:
         click.echo(
             f"trained {manifest.bot} {manifest.version}:"
