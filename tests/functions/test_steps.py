@@ -277,9 +277,10 @@ def test_finalize_of_a_cancelled_job_raises_job_cancelled_and_writes_nothing(
     # GIVEN a job whose workers ran, cancelled through the API before finalize
     finalize = _run_to_finalize(load_handler, lambda_context, aws, store, "job-fcx")
     api = load_handler("api")
-    assert api.lambda_handler(api_event("v1", "DELETE", "/jobs/job-fcx"), lambda_context)[
-        "statusCode"
-    ] == 202
+    assert (
+        api.lambda_handler(api_event("v1", "DELETE", "/jobs/job-fcx"), lambda_context)["statusCode"]
+        == 202
+    )
     # WHEN finalize runs THEN it refuses (the machine's Catch sends it to cleanup)
     with pytest.raises(Exception) as caught:
         finalize.lambda_handler({"job_id": "job-fcx", "workers": []}, lambda_context)
