@@ -471,36 +471,11 @@ def main() -> int:
     )
     if args.sweep:
         for side in (736, 640):
-            engines.append(
-                (
-                    f"ocr-zh v6-small det{side}",
-                    [
-                        *worker,
-                        "--model",
-                        "builtin",
-                        "--threads",
-                        str(args.threads),
-                        "--det-side",
-                        str(side),
-                    ],
-                    {"signs"},
+            for name, model in (("v6-small", "builtin"), ("v4-mobile", str(v4_onnx))):
+                command = [*worker, "--model", model, "--threads", str(args.threads)]
+                engines.append(
+                    (f"ocr-zh {name} det{side}", [*command, "--det-side", str(side)], {"signs"})
                 )
-            )
-            engines.append(
-                (
-                    f"ocr-zh v4-mobile det{side}",
-                    [
-                        *worker,
-                        "--model",
-                        str(v4_onnx),
-                        "--threads",
-                        str(args.threads),
-                        "--det-side",
-                        str(side),
-                    ],
-                    {"signs"},
-                )
-            )
         engines.append(
             ("ocr-zh v6-small 1 thread", [*worker, "--model", "builtin", "--threads", "1"], None)
         )
