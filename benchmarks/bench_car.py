@@ -29,7 +29,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from spotbot.bots.car_model import NOT_A_VEHICLE, TWO_WHEELERS, CarModelBot
-from spotbot.models import ModelManifest, ModelRef
+from spotbot.core.artifacts import ModelManifest, ModelRef
 
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("bench_car")
@@ -101,9 +101,9 @@ def bench_builtin(n_images: int, batch: int, threads: int, rounds: int) -> dict[
 
 def bench_finetuned(model_dir: Path | None, n_images: int, batch: int, threads: int,
                     rounds: int, tmp: Path) -> dict[str, Any]:
-    from training.car_model import fine_tune_car_model, render_car, render_synthetic_cars
+    from spotbot.training.car_model import fine_tune_car_model, render_car, render_synthetic_cars
 
-    importlib.import_module("spotbot.torchcompat")
+    importlib.import_module("spotbot.bots.torchcompat")
     import random
 
     import pandas as pd

@@ -12,7 +12,7 @@ Run from the repository root: python -m benchmarks.bench_ocr [--signs 40] [--lin
   each model folder needs written here at run time; runs in `.venv-paddle` (created on demand,
   pinned versions) through benchmarks/paddle_runner.py. Nothing is downloaded from a model hub.
 - image sets: (a) the 8 sample signs (examples/signs, ~1280x720 photos) repeated to --signs
-  images; (b) --lines small rendered Chinese lines (spotbot.synth.make_line_set, seed 7).
+  images; (b) --lines small rendered Chinese lines (spotbot.bots.synth.make_line_set, seed 7).
 - every engine runs in its own subprocess per image set; peak memory is that child's
   ru_maxrss (os.wait4), speed is the best of --repeats timed passes after a warm-up image,
   character error rate is over all characters of the set (whitespace ignored).
@@ -189,7 +189,7 @@ def v4_onnx_model() -> Path:
 
 
 def make_sets(workdir: Path, n_signs: int, n_lines: int) -> dict[str, dict[str, Any]]:
-    from spotbot.synth import make_line_set
+    from spotbot.bots.synth import make_line_set
 
     truth = json.loads((SIGNS / "truth.json").read_text("utf-8"))
     names = sorted(truth)
@@ -229,7 +229,7 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 def set_cer(truth: list[str], texts: list[str]) -> float:
-    from spotbot.synth import character_error_rate
+    from spotbot.bots.synth import character_error_rate
 
     errors = chars = 0.0
     for ref, hyp in zip(truth, texts, strict=True):
@@ -278,7 +278,7 @@ def ocrzh_worker(args: argparse.Namespace) -> int:
 
     import spotbot.bots.ocr_zh as ocr_zh
     from spotbot.bots.ocr_zh import OcrZhBot
-    from spotbot.models import ModelRef
+    from spotbot.core.artifacts import ModelRef
 
     logging.disable(logging.WARNING)
     if args.det_side:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.nullbot import NullBot
-from spotbot.model import Job, Result, TaskStatus
-from spotbot.pipeline import task_for
-from spotbot.runner import LocalRunner, default_workers
-from spotbot.sources import ScanEntry
-from spotbot.stores.sqlite import SqliteTaskStore
+from spotbot.core.records import Job, Result, TaskStatus
+from spotbot.core.sources import ScanEntry
+from spotbot.core.sqlite_store import SqliteTaskStore
+from spotbot.core.steps import task_for
+from spotbot.entry.local_runner import LocalRunner, default_workers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -129,7 +129,7 @@ def bench_end_to_end(n: int, tmp: Path, workers: int) -> dict[str, Any]:
 
 def bench_ocr(copies: int, tmp: Path, workers: int) -> dict[str, Any]:
     from spotbot.bots.ocr_zh import OcrZhBot
-    from spotbot.models import ModelRef
+    from spotbot.core.artifacts import ModelRef
 
     source = tmp / "signs"
     source.mkdir()

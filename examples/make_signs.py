@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from spotbot.synth import PHRASES, cjk_fonts, render_sign
+from spotbot.bots.synth import PHRASES, cjk_fonts, render_sign
 
 OUT = Path(__file__).parent / "signs"
 SIZES = [

@@ -47,16 +47,14 @@ from functions.api_models import (
     SearchResults,
 )
 from functions.deployment import Deployment
-from spotbot import envnames
+from spotbot.aws.catalog import CustomBotSpec
 from spotbot.cloud import control
-from spotbot.cloud.bots import CustomBotSpec
-from spotbot.cloud.errors import (
+from spotbot.core import envnames
+from spotbot.core.errors import (
     BotNotFoundError,
     BucketNotAllowedError,
     CloudServiceError,
     JobConflictError,
-)
-from spotbot.errors import (
     JobNotFoundError,
     ModelError,
     OutputError,

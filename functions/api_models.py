@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from spotbot.errors import SourceError
-from spotbot.sources import parse_s3_uri
+from spotbot.core.errors import SourceError
+from spotbot.core.sources import parse_s3_uri
 
 MAX_BODY_BYTES = 256 * 1024
 

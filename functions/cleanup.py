@@ -11,10 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import CleanupEvent
-from spotbot import envnames
 from spotbot.cloud.endpoints import release_job_endpoint
-from spotbot.cloud.jobs import cleanup_step
-from spotbot.model import Job
+from spotbot.cloud.steps import cleanup_step
+from spotbot.core import envnames
+from spotbot.core.records import Job
 
 logger = Logger()
 tracer = Tracer()

@@ -11,12 +11,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from spotbot import envnames
-from spotbot.cloud.aws import BatchJobs, StepFunctions, boto_client
-from spotbot.cloud.bots import BotCatalog, CatalogResolver
+from spotbot.aws.catalog import BotCatalog, CatalogResolver
+from spotbot.aws.clients import boto_client
+from spotbot.aws.orchestration import BatchJobs, StepFunctions
+from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.endpoints import SageMakerEndpoints
-from spotbot.cloud.settings import CloudSettings
-from spotbot.stores.base import TaskStore
+from spotbot.core import envnames
+from spotbot.core.store import TaskStore
 
 #: Every function needs the index; the rest is per function.
 BASE_REQUIRED = (envnames.OPENSEARCH_ENDPOINT,)

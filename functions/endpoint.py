@@ -10,8 +10,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import EndpointEvent
-from spotbot import envnames
 from spotbot.cloud.endpoints import ensure_job_endpoint
+from spotbot.core import envnames
 
 logger = Logger()
 tracer = Tracer()

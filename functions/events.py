@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spotbot.cloud.jobs import Limits
+from spotbot.core.limits import DEFAULT_LIMITS, JobLimits
 
 
 class _Event(BaseModel):
@@ -20,14 +20,21 @@ class _Event(BaseModel):
 
 
 class LimitsModel(_Event):
-    default_shards: int = Field(default=16, ge=2)
-    max_shards: int = Field(default=100_000, ge=2)
-    max_array_size: int = Field(default=10_000, ge=3, le=10_000)
-    default_poll_seconds: int = Field(default=30, ge=0)
-    default_max_failure_pct: float = Field(default=100.0, ge=0, le=100)
+    """The machine's ``limits``; defaults and rules are JobLimits' (spotbot.core.limits)."""
 
-    def to_limits(self) -> Limits:
-        return Limits(**self.model_dump())
+    default_shards: int = DEFAULT_LIMITS.default_shards
+    max_shards: int = DEFAULT_LIMITS.max_shards
+    max_array_size: int = DEFAULT_LIMITS.max_array_size
+    default_poll_seconds: int = DEFAULT_LIMITS.default_poll_seconds
+    default_max_failure_pct: float = DEFAULT_LIMITS.default_max_failure_pct
+
+    @model_validator(mode="after")
+    def _limits_rules(self) -> LimitsModel:
+        self.to_limits()  # JobLimits' ValueError becomes pydantic's ValidationError
+        return self
+
+    def to_limits(self) -> JobLimits:
+        return JobLimits(**self.model_dump())
 
 
 class JobRequestEvent(_Event):

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import FinalizeEvent
-from spotbot.cloud.jobs import finalize_step
+from spotbot.cloud.steps import finalize_step
 
 logger = Logger()
 tracer = Tracer()

@@ -10,8 +10,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import InitEvent
-from spotbot import envnames
-from spotbot.cloud.jobs import init_step
+from spotbot.cloud.steps import init_step
+from spotbot.core import envnames
 
 logger = Logger()
 tracer = Tracer()

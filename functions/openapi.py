@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from spotbot import envnames
+from spotbot.core import envnames
 
 DOCUMENT = Path(__file__).resolve().parent / "openapi.json"
 _PLACEHOLDERS = {

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import InitEvent
-from spotbot.cloud.jobs import requeue_step
+from spotbot.cloud.steps import requeue_step
 
 logger = Logger()
 tracer = Tracer()

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.deployment import Deployment
 from functions.events import ScanEvent
-from spotbot.cloud.jobs import scan_step
+from spotbot.cloud.steps import scan_step
 
 logger = Logger()
 tracer = Tracer()

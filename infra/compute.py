@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from infra import iam
 from infra.config import BotResources
 from infra.iam import AwsContext, Statement
-from spotbot import envnames
+from spotbot.core import envnames
 
 #: Batch retries a job whose host went away (Spot reclaim, host failure), never a code failure.
 RETRY_ON_HOST_LOSS = [

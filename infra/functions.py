@@ -15,8 +15,9 @@ from infra.iam import AwsContext, Statement
 HANDLERS = ("api", "init", "scan", "endpoint", "finalize", "cleanup", "requeue")
 RUNTIME = "python3.11"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: What the function zip holds: the handlers, the core, and the machine builders (chunk plan).
-PACKAGED = ("functions", "spotbot", "workflows")
+#: What the function zip holds: the handlers and the spotbot package (the job limits and chunk
+#: plan live in spotbot.core.limits: the functions need nothing of workflows/).
+PACKAGED = ("functions", "spotbot")
 #: Powertools' public layer account per partition.
 POWERTOOLS_ACCOUNTS = {"aws": "017000801446", "aws-cn": "498634801083"}
 

@@ -19,7 +19,7 @@ from infra.orchestration import Orchestration, OrchestrationArgs
 from infra.search import Search, SearchArgs
 from infra.storage import MODELS_PREFIX, Storage, StorageArgs
 from infra.training import Training, TrainingArgs
-from spotbot import envnames
+from spotbot.core import envnames
 
 
 @dataclass(frozen=True)

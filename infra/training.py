@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from infra import iam
 from infra.iam import AwsContext
-from spotbot.cloud.training import JOB_NAME_PREFIX, TRAINING_PREFIX
+from spotbot.aws.training_jobs import JOB_NAME_PREFIX, TRAINING_PREFIX
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class TrainingArgs:
 
 class Training(pulumi.ComponentResource):
     """Least privilege for `spotbot train --cloud`: per-job data, checkpoints and output prefixes
-    under training/ in the artifacts bucket (layout: spotbot.cloud.training)."""
+    under training/ in the artifacts bucket (layout: spotbot.aws.training_jobs)."""
 
     role: aws.iam.Role
     starter_policy: aws.iam.Policy

@@ -1,5 +1,6 @@
 """`python -m spotbot` runs the command line."""
 
-from spotbot.cli import main
+from spotbot.entry.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -81,6 +81,6 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 
 @pytest.fixture(scope="session")
 def cjk_lines() -> list[tuple[str, object]]:
-    from spotbot.synth import make_line_set
+    from spotbot.bots.synth import make_line_set
 
     return make_line_set(48, seed=7)

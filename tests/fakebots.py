@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from spotbot.bots.base import Bot, Prediction
-from spotbot.errors import AssetError
-from spotbot.models import ModelRef
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot, Prediction
+from spotbot.core.errors import AssetError
 
 
 class WordsBot(Bot):

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from spotbot import envnames
+from spotbot.core import envnames
 
 MOTO_VERSION = "5.2.5"
 MOTO_CONFIG: dict[str, Any] = {
@@ -100,8 +100,8 @@ def patch_batch_casing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def deploy_test_bot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Install WordsBot as the bot ``words``, as its entry point would in a deployed image."""
-    import spotbot.bots.registry as registry
-    import spotbot.cloud.bots as cloud_bots
+    import spotbot.aws.catalog as cloud_bots
+    import spotbot.core.plugins as registry
 
     installed = registry.available_bots
 
@@ -226,13 +226,13 @@ class ChildRun:
 def run_worker_in_process(env: Mapping[str, str]) -> tuple[int, str]:
     """The `spotbot work` entry point's job, minus what needs a process of its own.
 
-    ``worker_cloud.main`` installs SIGTERM handlers (main thread only; this runs on the
+    ``batch_worker.main`` installs SIGTERM handlers (main thread only; this runs on the
     execution's thread) and configures process-wide JSON logging, so this calls
     ``run_worker`` and maps errors to exit codes the way ``main`` does.
     """
-    from spotbot.cloud.settings import CloudSettings, ConfigError
-    from spotbot.errors import UsageError
-    from spotbot.worker_cloud import EXIT_FAILED, EXIT_USAGE, WorkerParams, run_worker
+    from spotbot.aws.settings import CloudSettings, ConfigError
+    from spotbot.core.errors import UsageError
+    from spotbot.entry.batch_worker import EXIT_FAILED, EXIT_USAGE, WorkerParams, run_worker
 
     try:
         params = WorkerParams.from_env(env, threads=1)
@@ -405,8 +405,8 @@ class EndpointRuntime:
         from moto.sagemaker.models import sagemaker_backends
         from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
-        from spotbot.models import ModelRef
-        from spotbot.serving import Tagger
+        from spotbot.core.artifacts import ModelRef
+        from spotbot.entry.serving import Tagger
         from tests.fakebots import WordsBot
 
         bot = WordsBot()

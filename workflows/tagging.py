@@ -38,7 +38,7 @@ init (``InitJob``)
          ``shards`` (int, 2 <= shards <= max_shards: a Batch array has at least 2 children),
          ``chunks`` [{``index``, ``offset``, ``size``}] (:func:`plan_chunks`),
          ``max_failure_pct`` (float), ``poll_seconds`` (int).
-    errors: the ``spotbot.errors`` class names (``UnknownBotError``, ``SourceError``, ...).
+    errors: the ``spotbot.core.errors`` class names (``UnknownBotError``, ``SourceError``, ...).
 
 scan (``ScanAssets``, looped)
     in:  ``job_id``, ``budget_seconds`` (stop listing after this long), ``cursor``
@@ -81,7 +81,7 @@ requeue (``RequeueTasks``, retry machine)
          shard and attempt count) and sets the job RUNNING.
     out: as init, plus ``requeued`` (int).
 
-Batch workers get, per array job, the environment ``spotbot.envnames.WORKER_JOB_VARIABLES``;
+Batch workers get, per array job, the environment ``spotbot.core.envnames.WORKER_JOB_VARIABLES``;
 a child's shard is ``SPOTBOT_SHARD_OFFSET + AWS_BATCH_JOB_ARRAY_INDEX``.
 
 Cancel: ``DELETE /jobs/{id}`` marks the job cancel-requested and terminates its Batch jobs
@@ -95,12 +95,12 @@ is cleaned up by the EventBridge rule above.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotbot import envnames
+from spotbot.core import envnames
+from spotbot.core.limits import DEFAULT_LIMITS, JobLimits, plan_chunks
 from workflows import asl
 
 # --- state names -------------------------------------------------------------------------
@@ -167,13 +167,13 @@ class TaggingRefs:
     requeue_function_arn: str
     job_queue_arn: str
     job_definition_arns: Mapping[str, str] = field(default_factory=dict, hash=False)
-    max_array_size: int = 10_000
-    max_shards: int = 100_000
-    default_shards: int = 16
+    max_array_size: int = DEFAULT_LIMITS.max_array_size
+    max_shards: int = DEFAULT_LIMITS.max_shards
+    default_shards: int = DEFAULT_LIMITS.default_shards
     max_concurrent_arrays: int = 4
-    endpoint_poll_seconds: int = 30
+    endpoint_poll_seconds: int = DEFAULT_LIMITS.default_poll_seconds
     max_endpoint_polls: int = 120
-    default_max_failure_pct: float = 100.0
+    default_max_failure_pct: float = DEFAULT_LIMITS.default_max_failure_pct
     scan_budget_seconds: int = 600
     scan_timeout_seconds: int = 960
     lambda_timeout_seconds: int = 360
@@ -181,16 +181,21 @@ class TaggingRefs:
     work_timeout_seconds: int = 172_800
 
     def __post_init__(self) -> None:
-        if not 3 <= self.max_array_size <= 10_000:
-            # Batch arrays have 2..10,000 children; with at most 2 an odd shard count cannot
-            # be split into arrays of 2, so 3 is the least that works for every count.
-            raise ValueError("max_array_size must be within 3..10,000")
-        if self.max_shards < 2 or self.default_shards < 2:
-            raise ValueError("shards must be at least 2 (a Batch array has at least 2 children)")
+        self.limits()  # the limits' own rules (JobLimits) raise ValueError
         if self.scan_budget_seconds >= self.scan_timeout_seconds:
             raise ValueError("scan_budget_seconds must leave room before scan_timeout_seconds")
         if not self.job_definition_arns:
             raise ValueError("at least one bot job definition is required")
+
+    def limits(self) -> JobLimits:
+        """The job limits these refs hand to the init and requeue functions."""
+        return JobLimits(
+            default_shards=self.default_shards,
+            max_shards=self.max_shards,
+            max_array_size=self.max_array_size,
+            default_poll_seconds=self.endpoint_poll_seconds,
+            default_max_failure_pct=self.default_max_failure_pct,
+        )
 
 
 # --- shared policies ---------------------------------------------------------------------
@@ -242,40 +247,19 @@ def _to_failure() -> list[asl.State]:
     return [asl.catch(RECORD_FAILURE)]
 
 
-# --- chunk planning (the init and requeue functions use it too) --------------------------
-def plan_chunks(shards: int, max_array_size: int = 10_000) -> list[dict[str, int]]:
-    """Split ``shards`` into the fewest Batch arrays, near-equal in size, each at least 2.
-
-    ``plan_chunks(25_000)`` -> sizes 8,334 / 8,333 / 8,333 with offsets 0 / 8,334 / 16,667.
-    Near-equal sizes are never below 2 once ``max_array_size`` is at least 3: with k arrays,
-    shards > (k - 1) * max_array_size >= 3k - 3, so shards // k >= 2.
-    """
-    if shards < 2:
-        raise ValueError("a Batch array job has at least 2 children")
-    if max_array_size < 3:
-        raise ValueError("max_array_size must be at least 3 (an odd count cannot split into 2s)")
-    count = math.ceil(shards / max_array_size)
-    base, extra = divmod(shards, count)
-    chunks, offset = [], 0
-    for index in range(count):
-        size = base + (1 if index < extra else 0)
-        chunks.append({"index": index, "offset": offset, "size": size})
-        offset += size
-    return chunks
-
-
 # --- pieces shared by both machines -----------------------------------------------------
 def _job_request_payload(refs: TaggingRefs) -> dict[str, Any]:
+    limits = refs.limits()
     return {
         "request.$": "$$.Execution.Input",
         "execution_name.$": "$$.Execution.Name",
         "job_definitions": dict(refs.job_definition_arns),
         "limits": {
-            "default_shards": refs.default_shards,
-            "max_shards": refs.max_shards,
-            "max_array_size": refs.max_array_size,
-            "default_poll_seconds": refs.endpoint_poll_seconds,
-            "default_max_failure_pct": float(refs.default_max_failure_pct),
+            "default_shards": limits.default_shards,
+            "max_shards": limits.max_shards,
+            "max_array_size": limits.max_array_size,
+            "default_poll_seconds": limits.default_poll_seconds,
+            "default_max_failure_pct": float(limits.default_max_failure_pct),
         },
     }
 

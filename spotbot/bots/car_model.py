@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from spotbot.bots.base import Bot, Prediction
 from spotbot.bots.imaging import decode_image
-from spotbot.errors import ModelError
-from spotbot.models import ModelRef
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot, Prediction
+from spotbot.core.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -206,7 +206,7 @@ def split_make_model_year(label: str) -> dict[str, Any]:
 
 def _import_timm() -> Any:
     try:
-        importlib.import_module("spotbot.torchcompat")  # before timm: see its docstring
+        importlib.import_module("spotbot.bots.torchcompat")  # before timm: see its docstring
         import timm
     except ImportError as exc:
         raise ModelError("car-model needs the car extra: pip install 'spotbot[car]'") from exc
@@ -373,7 +373,7 @@ class CarModelBot(Bot):
         if not (folder / "config.yaml").is_file():
             raise ModelError(f"{path}: no AutoGluon predictor in {folder.name}/")
         try:
-            importlib.import_module("spotbot.torchcompat")  # before autogluon
+            importlib.import_module("spotbot.bots.torchcompat")  # before autogluon
             from autogluon.multimodal import MultiModalPredictor
         except ImportError as exc:
             raise ModelError("car-model needs the car extra: pip install 'spotbot[car]'") from exc

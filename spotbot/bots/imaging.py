@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from spotbot.errors import AssetError
+from spotbot.core.errors import AssetError
 
 _MAGIC = [
     (b"\x89PNG\r\n\x1a\n", "PNG"),

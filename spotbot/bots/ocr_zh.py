@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from spotbot.bots.base import Bot, Prediction
 from spotbot.bots.imaging import decode_image
-from spotbot.errors import ModelError
-from spotbot.models import ModelRef
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot, Prediction
+from spotbot.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

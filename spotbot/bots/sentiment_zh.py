@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from spotbot.bots.base import Bot, Prediction
-from spotbot.errors import ModelError
-from spotbot.models import ModelRef
-from spotbot.textcodec import decode_text
+from spotbot.bots.textcodec import decode_text
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot, Prediction
+from spotbot.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
 QUANTIZE_ENV = "SPOTBOT_SENTIMENT_QUANTIZE"
 BUILD_HINT = (
     "build the default model with `make models` "
-    "(or `python -m training.sentiment_zh build-default --registry MODELS_DIR`), "
+    "(or `python -m spotbot.training.sentiment_zh build-default --registry MODELS_DIR`), "
     "or import one with `spotbot models import PATH`"
 )
 MAX_CHUNKS = 8
@@ -126,7 +126,7 @@ def _has_weights(folder: Path) -> bool:
 
 def load_classifier(source: str, where: str) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder or a hub name; ModelError when neither works."""
-    import spotbot.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+    import spotbot.bots.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
 
     # isort: split
     from safetensors import SafetensorError

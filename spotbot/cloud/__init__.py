@@ -1,1 +1,3 @@
-"""The cloud side of spotbot: settings from the environment, the S3 model registry, AWS adapters."""
+"""The cloud's job rules: the steps the state machine runs (init, scan, finalize, requeue,
+cleanup), job control for the REST API, and SageMaker endpoints' lifecycle; over `spotbot.aws`.
+"""

@@ -9,20 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from spotbot.cloud.aws import BatchJobs, StepFunctions, execution_arn
-from spotbot.cloud.bots import BotCatalog, CatalogResolver
-from spotbot.cloud.errors import JobConflictError
-from spotbot.cloud.jobs import (
+from spotbot.aws.catalog import BotCatalog, CatalogResolver
+from spotbot.aws.orchestration import BatchJobs, StepFunctions, execution_arn
+from spotbot.aws.settings import CloudSettings, ConfigError
+from spotbot.cloud.steps import (
     CANCEL_REQUESTED,
     is_cancel_requested,
     job_id_for_token,
     merge_options,
 )
-from spotbot.cloud.settings import CloudSettings, ConfigError
-from spotbot.errors import JobNotFoundError
-from spotbot.model import Job, JobStatus, new_job_id, utcnow
-from spotbot.pipeline import job_counts
-from spotbot.stores.base import TaskStore
+from spotbot.core.errors import JobConflictError, JobNotFoundError
+from spotbot.core.records import Job, JobStatus, new_job_id, utcnow
+from spotbot.core.steps import job_counts
+from spotbot.core.store import TaskStore
 
 RETRIES_KEY = "retry_executions"
 #: Request fields that travel to the state machine (the execution input of workflows/tagging.py).
@@ -94,7 +93,7 @@ def _progress(job: Job, counts: dict[str, int]) -> tuple[float | None, float | N
 
 
 def _latest_execution(job: Job | None, job_id: str) -> str:
-    retries = list((job.options.get(RETRIES_KEY) if job else None) or [])
+    retries = list(job.opts.retry_executions) if job else []
     return str(retries[-1]) if retries else job_id
 
 
@@ -137,8 +136,8 @@ def job_view(
             max_failure_pct=job.max_failure_pct,
             started_at=job.started_at,
             error=job.error,
-            inference=job.options.get("inference"),
-            endpoint_name=job.options.get("endpoint_name"),
+            inference=job.opts.inference,
+            endpoint_name=job.opts.endpoint_name,
             cancel_requested=is_cancel_requested(job),
             assets_per_second=rate,
             eta_seconds=eta,
@@ -187,7 +186,7 @@ def retry_job(
     failed = job_counts(store, job_id)["failed"]
     if not failed:
         raise JobConflictError(f"job {job_id} has no failed assets to retry")
-    retries = list(job.options.get(RETRIES_KEY) or [])
+    retries = list(job.opts.retry_executions)
     if retries:
         # Requeue sets the job RUNNING a moment after the start: a second POST in that moment
         # must not start a second retry of the same tasks.

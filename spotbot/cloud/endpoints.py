@@ -15,14 +15,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from spotbot import envnames
-from spotbot.cloud.aws import aws_errors, error_code
-from spotbot.cloud.bots import BotCatalog
-from spotbot.cloud.errors import JobCancelledError
-from spotbot.cloud.jobs import is_cancel_requested, merge_options
-from spotbot.cloud.settings import CloudSettings, ConfigError
-from spotbot.model import Job, JobStatus
-from spotbot.stores.base import TaskStore
+from spotbot.aws.catalog import BotCatalog
+from spotbot.aws.clients import aws_errors, error_code
+from spotbot.aws.settings import CloudSettings, ConfigError
+from spotbot.cloud.steps import is_cancel_requested, merge_options
+from spotbot.core import envnames
+from spotbot.core.errors import JobCancelledError
+from spotbot.core.records import Job, JobStatus
+from spotbot.core.store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def ensure_job_endpoint(
         image = spec.image_uri
     name = resource_name(settings.endpoint_name_prefix, bot, model_version)
     merge_options(store, job_id, **{ENDPOINT_KEY: name})
-    origin = str(job.options.get("model_origin") or "")
+    origin = job.opts.model_origin
     state = endpoints.ensure(
         name,
         image=image,
@@ -212,7 +212,7 @@ def other_users(store: TaskStore, job: Job, name: str) -> list[str]:
         other.id
         for other in store.list_jobs(limit=USERS_SCAN_LIMIT)
         if other.id != job.id
-        and other.options.get(ENDPOINT_KEY) == name
+        and other.opts.endpoint_name == name
         and not other.status.is_final
         and other.status != JobStatus.INTERRUPTED
     ]
@@ -220,7 +220,7 @@ def other_users(store: TaskStore, job: Job, name: str) -> list[str]:
 
 def release_job_endpoint(store: TaskStore, endpoints: SageMakerEndpoints, job: Job) -> bool:
     """Delete the job's endpoint unless another running job uses it; True when deleted now."""
-    name = job.options.get(ENDPOINT_KEY)
+    name = job.opts.endpoint_name
     if not name:
         return False
     users = other_users(store, job, str(name))

@@ -24,7 +24,7 @@ pytest.importorskip("osmem_server")
 
 from moto import mock_aws
 
-from spotbot import envnames
+from spotbot.core import envnames
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 REGION = "us-east-1"
@@ -153,7 +153,7 @@ def load_handler(aws: dict[str, Any]) -> Callable[[str], ModuleType]:
 
 @pytest.fixture
 def store(aws: dict[str, Any]) -> Any:
-    from spotbot.cloud.settings import CloudSettings
+    from spotbot.aws.settings import CloudSettings
 
     return CloudSettings.from_env().open_store()
 

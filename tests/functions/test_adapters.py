@@ -8,8 +8,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from spotbot.cloud.aws import BatchJobs, StepFunctions, execution_arn
-from spotbot.cloud.errors import CloudServiceError
+from spotbot.aws.orchestration import BatchJobs, StepFunctions, execution_arn
+from spotbot.core.errors import CloudServiceError
 
 QUEUE = "arn:aws:batch:us-east-1:123456789012:job-queue/spotbot-queue"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from spotbot.cloud.endpoints import NAME_MAX, resource_name
-from spotbot.model import JobStatus
+from spotbot.core.records import JobStatus
 from tests.functions.conftest import api_event
 from tests.functions.test_steps import init_event, put_assets
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from spotbot.model import JobStatus, Result, TaskStatus
+from spotbot.core.records import JobStatus, Result, TaskStatus
 from tests.functions.conftest import (
     EVENTS,
     INPUT,

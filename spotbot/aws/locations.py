@@ -1,0 +1,27 @@
+"""Opening a source or a sink from what a user typed: a folder, or an s3:// URI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spotbot.aws.s3 import S3Sink, S3Source
+from spotbot.core.errors import OutputError, SourceError
+from spotbot.core.sinks import LocalSink, ResultSink
+from spotbot.core.sources import LocalSource, Source
+
+
+def open_source(uri: str, **kwargs: Any) -> Source:
+    """The Source for a folder path or an s3:// URI."""
+    if uri.startswith("s3://"):
+        return S3Source(uri, **kwargs)
+    if "://" in uri:
+        raise SourceError(f"unsupported source {uri!r}: use a folder or s3://bucket/prefix")
+    return LocalSource(uri)
+
+
+def open_sink(uri: str, **kwargs: Any) -> ResultSink:
+    if uri.startswith("s3://"):
+        return S3Sink(uri, **kwargs)
+    if "://" in uri:
+        raise OutputError(f"unsupported output {uri!r}: use a folder or s3://bucket/prefix")
+    return LocalSink(uri)

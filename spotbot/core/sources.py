@@ -1,0 +1,207 @@
+"""Asset sources: the Source interface and the local folder, listed page by page and read with a size cap.
+
+The S3 source is an adapter: `spotbot.aws.s3`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from spotbot.core.errors import AssetError, SourceError
+
+PAGE_SIZE = 1000  # S3 ListObjectsV2 returns at most 1,000 keys a page; local pages match it
+
+
+@dataclass(slots=True, frozen=True)
+class ScanEntry:
+    """One object found under the source. `error` is set when it was found but cannot be an asset."""
+
+    key: str
+    size: int | None
+    error: str | None = None
+    skip_reason: str | None = None
+
+
+@dataclass(slots=True)
+class ScanPage:
+    entries: list[ScanEntry]
+    next_token: str | None  # None once the listing is complete
+
+
+class Source(ABC):
+    """Where assets come from. Keys are relative to the source's root or prefix."""
+
+    uri: str
+
+    @abstractmethod
+    def scan_pages(
+        self, token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[ScanPage]:
+        """List the source page by page, starting after `token` (None: from the beginning)."""
+
+    @abstractmethod
+    def read(self, key: str, max_bytes: int) -> bytes:
+        """The asset's bytes; AssetError (one line, says what is wrong) when it cannot be read."""
+
+    def check_readable(self) -> None:
+        """Raise SourceError unless the source can be listed at all."""
+        next(iter(self.scan_pages(page_size=1)), None)
+
+
+def too_large(size: int, max_bytes: int) -> AssetError:
+    return AssetError(
+        f"asset too large: {size / 1e6:.1f} MB is over the {max_bytes / 1e6:.1f} MB cap"
+    )
+
+
+class LocalSource(Source):
+    """A folder, walked recursively in a stable order.
+
+    Hidden files and folders (leading dot) are not assets. Symbolic links are followed only
+    while they stay inside the root; a folder reached twice (a link loop) is walked once.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+        if not self.root.exists():
+            raise SourceError(f"source folder not found: {self.root}")
+        if not self.root.is_dir():
+            raise SourceError(f"source is not a folder: {self.root}")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise SourceError(f"source folder is not readable: {self.root}")
+        self._real_root = self.root.resolve()
+
+    def _inside(self, real: Path) -> bool:
+        return real == self._real_root or self._real_root in real.parents
+
+    def _walk(self) -> Iterator[ScanEntry]:
+        root_stat = os.stat(self._real_root)
+        seen: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
+        stack: list[tuple[Path, str]] = [(self.root, "")]
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name, reverse=True)
+            except OSError as exc:
+                yield ScanEntry(
+                    prefix.rstrip("/") or ".",
+                    None,
+                    error=f"folder cannot be listed: {exc.strerror}",
+                )
+                continue
+            subfolders = []
+            for entry in reversed(entries):
+                if entry.name.startswith("."):
+                    continue
+                key = prefix + entry.name
+                found = self._classify(entry, key, seen)
+                if isinstance(found, tuple):
+                    subfolders.append(found)
+                elif found is not None:
+                    yield found
+            stack.extend(reversed(subfolders))
+
+    def _classify(
+        self, entry: os.DirEntry[str], key: str, seen: set[tuple[int, int]]
+    ) -> ScanEntry | tuple[Path, str] | None:
+        try:
+            is_link = entry.is_symlink()
+            if is_link:
+                try:
+                    real = Path(entry.path).resolve(strict=True)
+                except RuntimeError:
+                    return ScanEntry(key, None, error="symlink loop: the link never reaches a file")
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        return ScanEntry(
+                            key, None, error="symlink loop: the link never reaches a file"
+                        )
+                    return ScanEntry(key, None, error="broken symlink: its target does not exist")
+                if not self._inside(real):
+                    return ScanEntry(
+                        key, None, skip_reason="symlink points outside the source folder"
+                    )
+            st = os.stat(entry.path)  # follows the link, now known to stay inside
+        except OSError as exc:
+            return ScanEntry(key, None, error=f"cannot stat: {exc.strerror}")
+        if stat.S_ISDIR(st.st_mode):
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                return None  # a folder reached again through a link: already walked
+            seen.add(ident)
+            return (Path(entry.path), key + "/")
+        if not stat.S_ISREG(st.st_mode):
+            return ScanEntry(key, None, skip_reason="not a regular file")
+        return ScanEntry(key, st.st_size)
+
+    def scan_pages(
+        self, token: str | None = None, page_size: int = PAGE_SIZE
+    ) -> Iterator[ScanPage]:
+        # A local listing is cheap to redo and task writes are idempotent, so a resumed scan
+        # starts over rather than trusting a token across changes to the folder.
+        page: list[ScanEntry] = []
+        for entry in self._walk():
+            page.append(entry)
+            if len(page) >= page_size:
+                yield ScanPage(page, next_token=entry.key)
+                page = []
+        yield ScanPage(page, next_token=None)
+
+    def path_of(self, key: str) -> Path:
+        """The file for a key, refusing keys that would escape the root."""
+        parts = [p for p in key.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise AssetError(f"invalid asset key: {key!r}")
+        path = self.root.joinpath(*parts)
+        try:
+            real = path.resolve(strict=True)
+        except FileNotFoundError:
+            raise AssetError("cannot read: file not found (removed after the scan?)") from None
+        except (RuntimeError, OSError) as exc:
+            raise AssetError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not self._inside(real):
+            raise AssetError("cannot read: the path leads outside the source folder")
+        return path
+
+    def read(self, key: str, max_bytes: int) -> bytes:
+        path = self.path_of(key)
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > max_bytes:
+                    raise too_large(size, max_bytes)
+                data = fh.read(max_bytes + 1)
+        except IsADirectoryError:
+            raise AssetError("cannot read: it is a folder, not a file") from None
+        except PermissionError:
+            raise AssetError("cannot read: permission denied") from None
+        except FileNotFoundError:
+            raise AssetError("cannot read: file not found (removed after the scan?)") from None
+        except OSError as exc:
+            raise AssetError(f"cannot read: {exc.strerror or exc}") from None
+        if len(data) > max_bytes:
+            raise too_large(len(data), max_bytes)
+        return data
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of an s3:// URI, or SourceError with what is wrong with it."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise SourceError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
+    bucket = parsed.netloc
+    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket):
+        raise SourceError(f"invalid S3 bucket name in {uri!r}")
+    return bucket, parsed.path.lstrip("/")
+
+
+def is_hidden(key: str) -> bool:
+    return any(part.startswith(".") for part in key.split("/"))

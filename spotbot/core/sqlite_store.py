@@ -1,0 +1,376 @@
+"""The SQLite TaskStore: one file, WAL, batched transactions, FTS5 search over results."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from spotbot.core.errors import JobNotFoundError, StoreError
+from spotbot.core.records import Job, JobStatus, Result, Task, TaskStatus, utcnow
+from spotbot.core.store import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    bot TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    size INTEGER,
+    worker TEXT,
+    error TEXT,
+    result TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (job_id, shard, status);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (job_id, status);
+CREATE VIRTUAL TABLE IF NOT EXISTS results_fts USING fts5 (
+    labels, text, key, tokenize = 'unicode61 remove_diacritics 2'
+);
+"""
+
+# CJK text has no spaces between words, and unicode61 would index a whole line as one token.
+# Indexing each CJK character as its own token and querying a run of them as a phrase gives
+# substring search for Chinese of any length (including the common two-character words).
+_CJK = re.compile(
+    r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u3000-\u303f\uff00-\uffef])"
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PAGE = 500  # rows per executemany inside one transaction
+
+
+def cjk_tokens(text: str) -> str:
+    return _CJK.sub(r" \1 ", text)
+
+
+def fts_query(query: str) -> str:
+    """Turn user text into a safe FTS5 query: every word must match, CJK runs as phrases."""
+    terms = []
+    for word in _WORD.findall(query):
+        spaced = cjk_tokens(word).split()
+        terms.append('"' + " ".join(s.replace('"', "") for s in spaced) + '"')
+    return " AND ".join(terms)
+
+
+class SqliteTaskStore(TaskStore):
+    """A TaskStore in one SQLite file, safe to share between the processes of a local run.
+
+    WAL mode lets readers (the progress bar, `spotbot status`) run beside one writer, and a
+    write acknowledged by COMMIT survives `kill -9` of any process at any moment. With
+    synchronous=NORMAL the last commits could roll back on power loss (never corrupt);
+    pass synchronous="FULL" when that matters more than speed.
+    """
+
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL", timeout: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._tx():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open task store {self.path}: {exc}") from exc
+
+    # -- plumbing -------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, store: SqliteTaskStore):
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            self.store._db.execute("BEGIN IMMEDIATE")
+            return self.store._db
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            try:
+                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self) -> SqliteTaskStore._Tx:
+        return SqliteTaskStore._Tx(self)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def integrity_check(self) -> str:
+        return str(self._query("PRAGMA integrity_check")[0][0])
+
+    # -- jobs ------------------------------------------------------------------------------
+    def create_job(self, job: Job) -> Job:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO jobs (id, bot, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
+                (job.id, job.bot, str(job.status), job.created_at, json.dumps(job.to_dict())),
+            )
+        return self.get_job(job.id)
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._query("SELECT doc FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+        return Job.from_dict(json.loads(rows[0][0]))
+
+    def update_job(self, job_id: str, unless_final: bool = False, **fields: Any) -> Job:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job {job_id!r} in {self.path}")
+            doc = json.loads(row[0])
+            if unless_final and JobStatus(doc["status"]).is_final:
+                return Job.from_dict(doc)
+            for name, value in fields.items():
+                if name not in Job.__dataclass_fields__:
+                    raise StoreError(f"job has no field {name!r}")
+                doc[name] = str(value) if name == "status" else value
+            db.execute(
+                "UPDATE jobs SET status = ?, doc = ? WHERE id = ?",
+                (doc["status"], json.dumps(doc), job_id),
+            )
+        return Job.from_dict(doc)
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        rows = self._query(
+            "SELECT doc FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [Job.from_dict(json.loads(r[0])) for r in rows]
+
+    # -- tasks -----------------------------------------------------------------------------
+    def put_tasks(self, tasks: Sequence[Task]) -> int:
+        now = utcnow()
+        rows = [
+            (t.id, t.job_id, t.key, t.shard, str(t.status), t.attempts, t.size, t.error, now)
+            for t in tasks
+        ]
+        with self._tx() as db:
+            before = db.total_changes
+            for i in range(0, len(rows), _PAGE):
+                db.executemany(
+                    "INSERT OR IGNORE INTO tasks (id, job_id, key, shard, status, attempts, size,"
+                    " error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows[i : i + _PAGE],
+                )
+            return db.total_changes - before
+
+    def claim_tasks(self, job_id: str, shard: int, worker: str, limit: int) -> list[Task]:
+        if limit <= 0:  # SQLite reads a negative LIMIT as "no limit": it would claim the shard
+            return []
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE tasks SET status = 'RUNNING', worker = ?,"
+                " updated_at = ? WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?"
+                " AND shard = ? AND status = 'PENDING' LIMIT ?)"
+                " RETURNING key, shard, size, attempts",
+                (worker, utcnow(), job_id, shard, limit),
+            ).fetchall()
+        tasks = [
+            Task(
+                job_id=job_id,
+                key=r[0],
+                shard=r[1],
+                size=r[2],
+                status=TaskStatus.RUNNING,
+                attempts=r[3],
+                worker=worker,
+            )
+            for r in rows
+        ]
+        tasks.sort(key=lambda t: t.key)
+        return tasks
+
+    def begin_attempt(self, job_id: str, task_ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? AND job_id = ?"
+                " AND status = 'RUNNING'",
+                [(tid, job_id) for tid in task_ids],
+            )
+
+    def release_tasks(self, job_id: str, task_ids: Sequence[str]) -> int:
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "UPDATE tasks SET status = 'PENDING', worker = NULL"
+                " WHERE id = ? AND job_id = ? AND status = 'RUNNING'",
+                [(tid, job_id) for tid in task_ids],
+            )
+            return db.total_changes - before
+
+    def complete_tasks(self, results: Sequence[Result]) -> None:
+        if not results:
+            return
+        now = utcnow()
+        with self._tx() as db:
+            rows: dict[str, tuple[int, bool]] = {}
+            ids = [r.task_id for r in results]
+            for i in range(0, len(ids), _PAGE):
+                chunk = ids[i : i + _PAGE]
+                marks = ",".join("?" * len(chunk))
+                for tid, rowid, indexed in db.execute(
+                    f"SELECT id, rowid, result IS NOT NULL FROM tasks WHERE id IN ({marks})", chunk
+                ):
+                    rows[tid] = (rowid, bool(indexed))
+            missing = [r.key for r in results if r.task_id not in rows]
+            if missing:
+                raise StoreError(f"no task for {missing[0]!r} in job {results[0].job_id}")
+            db.executemany(
+                "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL, updated_at = ?"
+                " WHERE rowid = ?",
+                [
+                    (
+                        str(r.status),
+                        r.error,
+                        json.dumps(r.to_record(), ensure_ascii=False),
+                        now,
+                        rows[r.task_id][0],
+                    )
+                    for r in results
+                ],
+            )
+            # Only a task that had a result before (a retry, a requeue) can be in the index.
+            db.executemany(
+                "DELETE FROM results_fts WHERE rowid = ?",
+                [(rows[r.task_id][0],) for r in results if rows[r.task_id][1]],
+            )
+            db.executemany(
+                "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
+                [
+                    (
+                        rows[r.task_id][0],
+                        cjk_tokens(" ".join(r.labels)),
+                        cjk_tokens(r.text),
+                        cjk_tokens(r.key),
+                    )
+                    for r in results
+                    if r.status == TaskStatus.DONE
+                ],
+            )
+
+    def reclaim_running(
+        self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> int:
+        where = "job_id = ? AND status = 'RUNNING'"
+        params: list[Any] = [job_id]
+        if shard is not None:
+            where += " AND shard = ?"
+            params.append(shard)
+        now = utcnow()
+        with self._tx() as db:
+            before = db.total_changes
+            db.execute(
+                "UPDATE tasks SET status = 'FAILED', worker = NULL, updated_at = ?, error ="
+                " 'worker died ' || attempts || ' times while tagging this asset'"
+                f" WHERE {where} AND attempts >= ?",
+                [now, *params, max_attempts],
+            )
+            db.execute(
+                f"UPDATE tasks SET status = 'PENDING', worker = NULL, updated_at = ? WHERE {where}",
+                [now, *params],
+            )
+            return db.total_changes - before
+
+    def requeue_failed(self, job_id: str) -> int:
+        with self._tx() as db:
+            before = db.total_changes
+            db.execute(
+                "UPDATE tasks SET status = 'PENDING', attempts = 0, error = NULL, result = NULL,"
+                " updated_at = ? WHERE job_id = ? AND status = 'FAILED'",
+                (utcnow(), job_id),
+            )
+            return db.total_changes - before
+
+    def count_tasks(self, job_id: str) -> dict[TaskStatus, int]:
+        counts = empty_counts()
+        for status, n in self._query(
+            "SELECT status, count(*) FROM tasks WHERE job_id = ? GROUP BY status", (job_id,)
+        ):
+            counts[TaskStatus(status)] = n
+        return counts
+
+    def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
+        job = self.get_job(job_id)
+        last = ""
+        while True:
+            rows = self._query(
+                "SELECT key, status, error, result FROM tasks WHERE job_id = ? AND key > ?"
+                " AND status IN ('DONE', 'FAILED', 'SKIPPED') ORDER BY key LIMIT ?",
+                (job_id, last, page_size),
+            )
+            for key, status, error, result in rows:
+                if result:
+                    yield Result.from_record(job_id, json.loads(result))
+                else:
+                    yield Result(
+                        job_id=job_id,
+                        key=key,
+                        bot=job.bot,
+                        model_version=job.model_version,
+                        status=TaskStatus(status),
+                        error=error,
+                    )
+            if len(rows) < page_size:
+                return
+            last = rows[-1][0]
+
+    def search(
+        self, query: str, bot: str | None = None, job_id: str | None = None, limit: int = 20
+    ) -> list[SearchHit]:
+        match = fts_query(query)
+        if not match:
+            return []
+        sql = (
+            "SELECT t.job_id, t.key, t.result, bm25(results_fts) AS rank FROM results_fts"
+            " JOIN tasks t ON t.rowid = results_fts.rowid JOIN jobs j ON j.id = t.job_id"
+            " WHERE results_fts MATCH ?"
+        )
+        params: list[Any] = [match]
+        if bot:
+            sql += " AND j.bot = ?"
+            params.append(bot)
+        if job_id:
+            sql += " AND t.job_id = ?"
+            params.append(job_id)
+        sql += " ORDER BY rank LIMIT ?"
+        params.append(limit)
+        hits = []
+        for job, key, result, rank in self._query(sql, params):
+            res = Result.from_record(job, json.loads(result))
+            hits.append(
+                SearchHit(
+                    job_id=job,
+                    key=key,
+                    bot=res.bot,
+                    labels=res.labels,
+                    text=res.text,
+                    score=float(-rank),
+                    model_version=res.model_version,
+                    tags=res.tags,
+                )
+            )
+        return hits

@@ -1,0 +1,214 @@
+"""The steps of a job, shared by the local runner and the cloud functions: init, scan, finalize."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from spotbot.core.artifacts import ModelRef
+from spotbot.core.bot import Bot
+from spotbot.core.errors import UsageError
+from spotbot.core.plugins import load_bot_class
+from spotbot.core.records import (
+    Job,
+    JobOptions,
+    JobStatus,
+    Task,
+    TaskStatus,
+    new_job_id,
+    shard_of,
+    utcnow,
+)
+from spotbot.core.shard import job_bot_class
+from spotbot.core.sinks import ResultSink
+from spotbot.core.sources import ScanEntry, Source
+from spotbot.core.store import TaskStore
+from spotbot.core.worker import DEFAULT_MAX_ASSET_BYTES
+
+
+class ModelResolver(Protocol):
+    def resolve(self, bot: type[Bot], pin: str | None = None) -> ModelRef: ...
+
+
+def init_job(
+    store: TaskStore,
+    registry: ModelResolver,
+    *,
+    bot: str,
+    source: Source,
+    sink: ResultSink,
+    shards: int = 1,
+    model: str | None = None,
+    max_failure_pct: float = 100.0,
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+    job_id: str | None = None,
+    bot_cls: type[Bot] | None = None,
+) -> Job:
+    """Validate a request, resolve the model version and record the job (idempotent by job id).
+
+    `registry` is the local ModelRegistry or the cloud's S3ModelRegistry: anything that
+    resolves a bot and an optional pin to a ModelRef. `bot_cls` is given for bots that are not
+    installed classes (the cloud's registered custom bots).
+    """
+    bot_cls = bot_cls or load_bot_class(bot)
+    if not 0 <= max_failure_pct <= 100:
+        raise UsageError(f"max failures must be a percentage in [0, 100], got {max_failure_pct}")
+    if shards < 1:
+        raise UsageError(f"shards must be at least 1, got {shards}")
+    if max_asset_bytes < 1:
+        raise UsageError("the asset size cap must be positive")
+    source.check_readable()
+    sink.check_writable()
+    ref = registry.resolve(bot_cls, model)
+    job = Job(
+        id=job_id or new_job_id(),
+        bot=bot_cls.name,
+        source=source.uri,
+        output=sink.uri,
+        shards=shards,
+        model_version=ref.version,
+        max_failure_pct=max_failure_pct,
+        options=JobOptions(
+            bot_spec=bot,
+            model_path=str(ref.path) if ref.path else None,
+            model_origin=ref.origin,
+            max_asset_bytes=max_asset_bytes,
+        ).to_dict(),
+    )
+    return store.create_job(job)
+
+
+@dataclass(slots=True)
+class ScanProgress:
+    pages: int
+    tasks: int  # new tasks written by this call
+    token: str | None
+    complete: bool
+
+
+def task_for(job: Job, bot_cls: type[Bot], entry: ScanEntry, max_asset_bytes: int) -> Task:
+    """The task for one listed object: PENDING if the bot will tag it, else SKIPPED or FAILED."""
+    task = Task(
+        job_id=job.id, key=entry.key, shard=shard_of(entry.key, job.shards), size=entry.size
+    )
+    if entry.error:
+        task.status, task.error = TaskStatus.FAILED, entry.error
+    elif entry.skip_reason:
+        task.status, task.error = TaskStatus.SKIPPED, entry.skip_reason
+    elif not bot_cls.accepts(entry.key):
+        suffix = PurePosixPath(entry.key).suffix.lower() or "no extension"
+        task.status, task.error = TaskStatus.SKIPPED, f"not accepted by {bot_cls.name} ({suffix})"
+    elif entry.size == 0:
+        task.status, task.error = TaskStatus.FAILED, "empty file (0 bytes)"
+    elif entry.size is not None and entry.size > max_asset_bytes:
+        task.status = TaskStatus.FAILED
+        task.error = (
+            f"asset too large: {entry.size / 1e6:.1f} MB is over the"
+            f" {max_asset_bytes / 1e6:.1f} MB cap"
+        )
+    return task
+
+
+def scan_job(
+    store: TaskStore,
+    job: Job,
+    source: Source,
+    *,
+    budget_seconds: float | None = None,
+    max_pages: int | None = None,
+    on_page: Callable[[int], None] | None = None,
+    bot_cls: type[Bot] | None = None,
+) -> ScanProgress:
+    """List the source from the job's scan token and write its tasks, page by page.
+
+    Stops early (returning the continuation token) when the time or page budget runs out, so
+    a Lambda can call it in a loop; the token is saved with the job after each page's tasks
+    are written, so a crash never skips a page (re-writing one is harmless).
+    """
+    bot_cls = bot_cls or job_bot_class(job)
+    cap = job.opts.max_asset_bytes or DEFAULT_MAX_ASSET_BYTES
+    deadline = time.monotonic() + budget_seconds if budget_seconds else None
+    if job.status in (JobStatus.CREATED, JobStatus.INTERRUPTED):
+        job = store.update_job(
+            job.id,
+            unless_final=True,
+            status=JobStatus.SCANNING,
+            started_at=job.started_at or utcnow(),
+        )
+    pages = written = 0
+    token = job.scan_token
+    for page in source.scan_pages(token):
+        tasks = [task_for(job, bot_cls, entry, cap) for entry in page.entries]
+        written += store.put_tasks(tasks)
+        pages += 1
+        token = page.next_token
+        store.update_job(job.id, scan_token=token, scan_complete=token is None)
+        if on_page:
+            on_page(len(tasks))
+        if token is None:
+            return ScanProgress(pages, written, None, True)
+        if (max_pages and pages >= max_pages) or (deadline and time.monotonic() >= deadline):
+            return ScanProgress(pages, written, token, False)
+    store.update_job(job.id, scan_token=None, scan_complete=True)
+    return ScanProgress(pages, written, None, True)
+
+
+def job_counts(store: TaskStore, job_id: str) -> dict[str, int]:
+    counts = store.count_tasks(job_id)
+    return {
+        "total": sum(counts.values()),
+        "done": counts[TaskStatus.DONE],
+        "failed": counts[TaskStatus.FAILED],
+        "skipped": counts[TaskStatus.SKIPPED],
+        "pending": counts[TaskStatus.PENDING],
+        "running": counts[TaskStatus.RUNNING],
+    }
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    return max((parse(end) - parse(start)).total_seconds(), 0.0)
+
+
+def finalize_job(store: TaskStore, sink: ResultSink, job: Job) -> dict[str, Any]:
+    """Count, write results.jsonl and summary.json, and set the job's final status."""
+    counts = job_counts(store, job.id)
+    unfinished = counts["pending"] + counts["running"]
+    if unfinished:
+        raise UsageError(f"job {job.id} still has {unfinished} unfinished tasks")
+    store.update_job(job.id, status=JobStatus.FINALIZING)
+    sink.write_results_manifest(job.id, store.iter_results(job.id))
+    attempted = counts["done"] + counts["failed"]
+    failed_pct = 100.0 * counts["failed"] / attempted if attempted else 0.0
+    status, error = JobStatus.SUCCEEDED, None
+    if failed_pct > job.max_failure_pct:
+        status = JobStatus.FAILED
+        error = (
+            f"{counts['failed']} of {attempted} assets failed ({failed_pct:.1f}%), over the"
+            f" {job.max_failure_pct:g}% allowed"
+        )
+    finished = utcnow()
+    elapsed = _seconds_between(job.started_at, finished)
+    summary = {
+        "job_id": job.id,
+        "bot": job.bot,
+        "model_version": job.model_version,
+        "source": job.source,
+        "output": sink.location(job.id),
+        "status": str(status),
+        "error": error,
+        "counts": {k: counts[k] for k in ("total", "done", "failed", "skipped")},
+        "failed_pct": round(failed_pct, 2),
+        "started_at": job.started_at,
+        "finished_at": finished,
+        "assets_per_second": round(attempted / elapsed, 3) if elapsed else None,
+    }
+    sink.write_summary(job.id, summary)
+    store.update_job(job.id, status=status, finished_at=finished, error=error)
+    return summary

@@ -1,0 +1,132 @@
+"""The TaskStore interface: where jobs, tasks and results live (SQLite locally, OpenSearch in the cloud)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotbot.core.records import Job, Result, Task, TaskStatus
+
+# A task that was claimed this many times without finishing (its worker died each time) is
+# failed instead of being handed out again: an asset that kills its worker must not stall a job.
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class SearchHit:
+    job_id: str
+    key: str
+    bot: str
+    labels: list[str]
+    text: str
+    score: float
+    model_version: str | None = None
+    tags: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "key": self.key,
+            "bot": self.bot,
+            "labels": self.labels,
+            "text": self.text,
+            "score": self.score,
+            "model_version": self.model_version,
+            "tags": self.tags,
+        }
+
+
+class TaskStore(ABC):
+    """Jobs, their tasks and results. Every write is bulk and idempotent.
+
+    One worker owns one shard of a job at a time, so claiming needs no cross-worker locking:
+    `claim_tasks` hands out the shard's PENDING tasks page by page and marks them RUNNING.
+    A worker that starts on a shard first calls `reclaim_running` for it, which puts back
+    whatever a dead predecessor left RUNNING.
+    """
+
+    # -- jobs ---------------------------------------------------------------------------
+    @abstractmethod
+    def create_job(self, job: Job) -> Job:
+        """Record a new job; if a job with that id exists, return it unchanged (idempotent)."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> Job:
+        """The job, or JobNotFoundError."""
+
+    @abstractmethod
+    def update_job(self, job_id: str, unless_final: bool = False, **fields: Any) -> Job:
+        """Set some fields of a job and return it.
+
+        With unless_final, a job already SUCCEEDED, FAILED or CANCELLED is left as it is (and
+        returned): a step still in flight when the job was cleaned up must not revive it.
+        The check and the write are one atomic update.
+        """
+
+    @abstractmethod
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        """The most recent jobs first."""
+
+    # -- tasks --------------------------------------------------------------------------
+    @abstractmethod
+    def put_tasks(self, tasks: Sequence[Task]) -> int:
+        """Insert tasks that do not exist yet (by id); return how many were new."""
+
+    @abstractmethod
+    def claim_tasks(self, job_id: str, shard: int, worker: str, limit: int) -> list[Task]:
+        """Mark up to `limit` PENDING tasks of the shard RUNNING for `worker` and return them."""
+
+    @abstractmethod
+    def begin_attempt(self, job_id: str, task_ids: Sequence[str]) -> None:
+        """Count an attempt on claimed tasks whose tagging starts now (a batch, not a page).
+
+        Attempts count only what a worker was actually tagging, so a worker killed with a
+        page of claimed tasks in hand does not bring the untouched ones closer to failing.
+        """
+
+    @abstractmethod
+    def release_tasks(self, job_id: str, task_ids: Sequence[str]) -> int:
+        """Put claimed tasks that were never worked on back to PENDING."""
+
+    @abstractmethod
+    def complete_tasks(self, results: Sequence[Result]) -> None:
+        """Record results (DONE or FAILED) and index them for search, in bulk."""
+
+    @abstractmethod
+    def reclaim_running(
+        self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> int:
+        """Tasks left RUNNING by a dead worker go back to PENDING (or FAILED past max_attempts)."""
+
+    @abstractmethod
+    def requeue_failed(self, job_id: str) -> int:
+        """Failed tasks go back to PENDING with a fresh attempt count; return how many."""
+
+    @abstractmethod
+    def count_tasks(self, job_id: str) -> dict[TaskStatus, int]:
+        """How many tasks of the job are in each status (every status present, zeros included)."""
+
+    @abstractmethod
+    def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
+        """Every finished task (DONE, FAILED, SKIPPED) of the job as a Result, ordered by key."""
+
+    @abstractmethod
+    def search(
+        self, query: str, bot: str | None = None, job_id: str | None = None, limit: int = 20
+    ) -> list[SearchHit]:
+        """Full-text search over result labels and text (OCR lines), best first."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        """Release connections."""
+
+    def __enter__(self) -> TaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def empty_counts() -> dict[TaskStatus, int]:
+    return {status: 0 for status in TaskStatus}

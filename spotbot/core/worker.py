@@ -1,0 +1,262 @@
+"""The shard worker: claim a shard's tasks page by page, read, tag in batches, write results, mark tasks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotbot.core.bot import Bot, Prediction
+from spotbot.core.errors import AssetError, BotUnavailableError, one_line
+from spotbot.core.records import Job, Result, Task, TaskStatus
+from spotbot.core.sinks import ResultSink
+from spotbot.core.sources import Source
+from spotbot.core.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ASSET_BYTES = 50 * 1024 * 1024
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@dataclass(slots=True)
+class WorkerConfig:
+    page_size: int = 256  # tasks claimed at a time
+    batch_size: int | None = None  # assets per predict call; None: the bot's own batch size
+    read_concurrency: int = 8  # assets read at once (S3 GETs in flight)
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES
+
+
+@dataclass(slots=True)
+class ShardStats:
+    shard: int
+    done: int = 0
+    failed: int = 0
+    released: int = 0
+    reclaimed: int = 0
+    wall_seconds: float = 0.0
+    bot_seconds: float = 0.0  # time inside the bot (decode + predict)
+    read_seconds: float = 0.0  # time the tagging loop waited for reads
+    stopped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _Item:
+    task: Task
+    data: bytes | None = None
+    error: str | None = None
+    decoded: Any = None
+
+
+@dataclass
+class ShardWorker:
+    """Works one shard of one job to the end, or until `stop` is set.
+
+    Crash safety comes from the order of writes: result objects first (same path on every
+    attempt, atomic), then the tasks' status in one bulk write. A worker killed between the
+    two leaves its tasks RUNNING; the next worker on the shard reclaims them and writes the
+    same result objects again, so nothing is lost and nothing is duplicated.
+    """
+
+    store: TaskStore
+    source: Source
+    sink: ResultSink
+    bot: Bot
+    job: Job
+    shard: int
+    worker_id: str
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    stop: threading.Event = field(default_factory=threading.Event)
+    on_batch: Callable[[ShardStats], None] | None = None
+
+    def run(self) -> ShardStats:
+        stats = ShardStats(shard=self.shard)
+        started = time.perf_counter()
+        stats.reclaimed = self.store.reclaim_running(self.job.id, self.shard)
+        batch_size = max(1, self.config.batch_size or self.bot.batch_size)
+        with ThreadPoolExecutor(
+            max_workers=max(1, self.config.read_concurrency), thread_name_prefix="read"
+        ) as pool:
+            while not self.stop.is_set():
+                tasks = self.store.claim_tasks(
+                    self.job.id, self.shard, self.worker_id, self.config.page_size
+                )
+                if not tasks:
+                    break
+                batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
+                pending = self._start_reads(pool, batches[0])
+                for index, batch in enumerate(batches):
+                    if self.stop.is_set():
+                        left = [t.id for b in batches[index:] for t in b]
+                        stats.released += self.store.release_tasks(self.job.id, left)
+                        break
+                    self.store.begin_attempt(self.job.id, [t.id for t in batch])
+                    waited = time.perf_counter()
+                    items = [self._collect(task, fut) for task, fut in pending]
+                    stats.read_seconds += time.perf_counter() - waited
+                    if index + 1 < len(batches):  # read the next batch while this one is tagged
+                        pending = self._start_reads(pool, batches[index + 1])
+                    try:
+                        self._tag_and_record(items, stats)
+                    except BotUnavailableError:
+                        # Nothing of this batch was recorded: hand it and the rest back.
+                        left = [t.id for b in batches[index:] for t in b]
+                        stats.released += self.store.release_tasks(self.job.id, left)
+                        raise
+                    if self.on_batch:
+                        self.on_batch(stats)
+        stats.stopped = self.stop.is_set()
+        stats.wall_seconds = time.perf_counter() - started
+        return stats
+
+    # -- reading ----------------------------------------------------------------------------
+    def _start_reads(
+        self, pool: ThreadPoolExecutor, batch: Sequence[Task]
+    ) -> list[tuple[Task, Future[bytes] | None]]:
+        cap = self.config.max_asset_bytes
+        out: list[tuple[Task, Future[bytes] | None]] = []
+        for task in batch:
+            if task.size is not None and (task.size == 0 or task.size > cap):
+                out.append((task, None))  # known bad from the listing: don't download it
+            else:
+                out.append((task, pool.submit(self.source.read, task.key, cap)))
+        return out
+
+    def _collect(self, task: Task, future: Future[bytes] | None) -> _Item:
+        cap = self.config.max_asset_bytes
+        if future is None:
+            if task.size == 0:
+                return _Item(task, error="empty file (0 bytes)")
+            return _Item(
+                task,
+                error=f"asset too large: {(task.size or 0) / 1e6:.1f} MB is over"
+                f" the {cap / 1e6:.1f} MB cap",
+            )
+        try:
+            data = future.result()
+        except AssetError as exc:
+            return _Item(task, error=one_line(exc))
+        if not data:
+            return _Item(task, error="empty file (0 bytes)")
+        return _Item(task, data=data)
+
+    # -- tagging ----------------------------------------------------------------------------
+    def _tag_and_record(self, items: list[_Item], stats: ShardStats) -> None:
+        began = time.perf_counter()
+        for item in items:
+            if item.error is None:
+                try:
+                    item.decoded = decode_asset(self.bot, item.data or b"", item.task.key)
+                except AssetError as exc:
+                    item.error = one_line(exc)
+                item.data = None
+        ready = [item for item in items if item.error is None]
+        predictions = self._predict(ready)
+        stats.bot_seconds += time.perf_counter() - began
+
+        results = []
+        for item in items:
+            if item.error is None:
+                pred = predictions[id(item)]
+                if isinstance(pred, str):
+                    item.error = pred
+            if item.error is not None:
+                results.append(self._result(item.task, TaskStatus.FAILED, error=item.error))
+                stats.failed += 1
+                continue
+            prediction = predictions[id(item)]
+            assert isinstance(prediction, dict)
+            result = self._result(item.task, TaskStatus.DONE, prediction=prediction)
+            self.sink.write_result(result)
+            results.append(result)
+            stats.done += 1
+        self.store.complete_tasks(results)
+
+    def _predict(self, ready: list[_Item]) -> dict[int, Prediction | str]:
+        outcomes = predict_isolated(self.bot.predict, [item.decoded for item in ready])
+        return {id(item): outcome for item, outcome in zip(ready, outcomes, strict=True)}
+
+    def _result(
+        self,
+        task: Task,
+        status: TaskStatus,
+        prediction: Prediction | None = None,
+        error: str | None = None,
+    ) -> Result:
+        extra = dict(prediction or {})
+        tags = list(extra.pop("tags", []))
+        return Result(
+            job_id=self.job.id,
+            key=task.key,
+            bot=self.job.bot,
+            model_version=self.job.model_version,
+            status=status,
+            tags=tags,
+            extra=extra,
+            error=error,
+        )
+
+
+# -- failure isolation: one bad asset fails itself, never its batch (worker and serving) ----
+def decode_asset(bot: Bot, data: bytes, key: str) -> Any:
+    """The bot's decoded input; any failure, a decoder's own bug included, is an AssetError."""
+    try:
+        return bot.decode(data, key)
+    except AssetError:
+        raise
+    except Exception as exc:  # a bot's decoder bug must fail one asset, not the shard
+        raise AssetError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+
+
+def error_text(exc: Exception) -> str:
+    """The one-line error an asset's result carries for what predict raised."""
+    if isinstance(exc, AssetError):
+        return one_line(exc)
+    return one_line(f"bot error: {type(exc).__name__}: {exc}")
+
+
+def predict_isolated(
+    predict: Callable[[Sequence[Any]], Sequence[Prediction]], decoded: Sequence[Any]
+) -> list[Prediction | str]:
+    """One prediction, or one error line, per input.
+
+    A batch that fails as a whole is tagged again one by one, so only the culprit fails.
+    BotUnavailableError propagates: an outage is not the assets' fault.
+    """
+    if not decoded:
+        return []
+    try:
+        predictions = list(predict(decoded))
+        if len(predictions) != len(decoded):
+            raise RuntimeError(f"bot returned {len(predictions)} predictions for {len(decoded)}")
+        return list(predictions)
+    except BotUnavailableError:
+        raise
+    except Exception as exc:
+        if len(decoded) == 1:
+            return [error_text(exc)]
+        if not isinstance(exc, AssetError):
+            log.warning("bot failed on a batch of %d (%s); retrying one by one", len(decoded), exc)
+    out: list[Prediction | str] = []
+    for item in decoded:
+        try:
+            out.append(predict([item])[0])
+        except BotUnavailableError:
+            raise
+        except Exception as exc:
+            out.append(error_text(exc))
+    return out

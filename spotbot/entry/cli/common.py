@@ -1,0 +1,76 @@
+"""What every `spotbot` command shares: the group, exit codes, options and error handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spotbot.core.errors import SpotbotError, UsageError
+from spotbot.entry.local_runner import Home, JobFailedError, default_home
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def open_home(path: str | None) -> Home:
+    return Home(Path(path).expanduser() if path else default_home())
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=None))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    help="Where the task store and models live [env SPOTBOT_HOME; default:"
+    " the user's data folder].",
+)
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=0), default=0, help="Model threads [0: all cores]."
+)
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object on stdout and nothing else there.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="spotbot")
+def main(verbose: int) -> None:
+    """Tag large collections of assets with machine-learning bots."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    """Turn spotbot's own errors into one-line messages and exit codes (never a traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except JobFailedError as exc:
+            fail(f"job failed: {exc}", EXIT_JOB_FAILED)
+        except UsageError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except SpotbotError as exc:
+            fail(str(exc), EXIT_JOB_FAILED)
+
+    return wrapper

