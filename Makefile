@@ -17,7 +17,7 @@ export SPOTBOT_MODELS ?= $(CURDIR)/.spotbot-cache/models
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv fonts demo test test-fast lint bench models clean
+.PHONY: all venv fonts demo test test-fast lint bench models artifacts clean
 
 all: test
 
@@ -46,6 +46,10 @@ fonts:
 models: $(STAMP)
 	$(BIN)/python -m spotbot.training.sentiment_zh build-default --registry $(SPOTBOT_MODELS)
 
+# What `pulumi up` uploads, built the same way: build/lambda.zip (the function package).
+artifacts: $(STAMP)
+	$(BIN)/python -m infra.lambda_package --out build
+
 demo: $(STAMP) models
 	$(BIN)/python examples/demo.py --out out
 
@@ -67,4 +71,4 @@ bench: $(STAMP) fonts models
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf out .spotbot benchmarks/results .pytest_cache $(VENV) $(SFN_VENV)
+	rm -rf out .spotbot build benchmarks/results .pytest_cache $(VENV) $(SFN_VENV)

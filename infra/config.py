@@ -113,7 +113,6 @@ class SpotbotSettings(_Model):
     # functions, api, logs
     powertools_layer_arn: str | None = None
     powertools_layer_version: int = Field(27, ge=1)
-    dependencies_layer_dir: str | None = None
     log_retention_days: int = 30
     api_rate_limit: float = Field(20.0, gt=0)
     api_burst_limit: int = Field(40, ge=1)

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
-from infra import iam
+from infra import iam, lambda_package
 from infra.iam import AwsContext, Statement
 
 HANDLERS = ("api", "init", "scan", "endpoint", "finalize", "cleanup", "requeue")
 RUNTIME = "python3.11"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: What the function zip holds: the handlers and the spotbot package (the job limits and chunk
-#: plan live in spotbot.core.limits: the functions need nothing of workflows/).
-PACKAGED = ("functions", "spotbot")
+ARCHITECTURE = "x86_64"
 #: Powertools' public layer account per partition.
 POWERTOOLS_ACCOUNTS = {"aws": "017000801446", "aws-cn": "498634801083"}
 
@@ -45,7 +41,6 @@ class FunctionsArgs:
     name_prefix: str
     powertools_layer_arn: str | None = None
     powertools_layer_version: int = 27
-    dependencies_layer_dir: str | None = None
 
 
 def powertools_layer(ctx: AwsContext, version: int) -> str:
@@ -54,10 +49,13 @@ def powertools_layer(ctx: AwsContext, version: int) -> str:
     return f"arn:{ctx.partition}:lambda:{ctx.region}:{account}:layer:{layer}"
 
 
-def code_archive() -> pulumi.AssetArchive:
-    return pulumi.AssetArchive(
-        {package: pulumi.FileArchive(str(REPO_ROOT / package)) for package in PACKAGED}
-    )
+def code_archive() -> pulumi.FileArchive:
+    """The function package (infra/lambda_package.py), built now or reused from build/.
+
+    Built while the program runs, so `pulumi preview` already fails on a package that would
+    not build or would not fit Lambda's limit, with the reason.
+    """
+    return pulumi.FileArchive(str(lambda_package.build(architecture=ARCHITECTURE).zip_path))
 
 
 class LambdaFunction(pulumi.ComponentResource):
@@ -103,7 +101,7 @@ class LambdaFunction(pulumi.ComponentResource):
             f"{name}-function",
             name=function_name,
             runtime=RUNTIME,
-            architectures=["x86_64"],
+            architectures=[ARCHITECTURE],
             handler=f"functions.{handler}.lambda_handler",
             role=self.role.arn,
             code=code,
@@ -131,15 +129,6 @@ class Functions(pulumi.ComponentResource):
         layers: list[pulumi.Input[str]] = [
             args.powertools_layer_arn or powertools_layer(args.ctx, args.powertools_layer_version)
         ]
-        if args.dependencies_layer_dir:
-            deps = aws.lambda_.LayerVersion(
-                f"{name}-dependencies",
-                layer_name=f"{args.name_prefix}-dependencies",
-                code=pulumi.FileArchive(args.dependencies_layer_dir),
-                compatible_runtimes=[RUNTIME],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            layers.append(deps.arn)
         code = code_archive()
         self.functions = {
             handler: LambdaFunction(

@@ -238,7 +238,6 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             name_prefix=names.base,
             powertools_layer_arn=settings.powertools_layer_arn,
             powertools_layer_version=settings.powertools_layer_version,
-            dependencies_layer_dir=settings.dependencies_layer_dir,
         ),
     )
     orchestration = Orchestration(
