@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 BUILTIN_BOTS = ("ocr-zh", "car-model", "sentiment-zh")
+#: The bots this repository builds images for (infra/images.py), and their build arguments.
+IMAGE_BUILD_ARGS = Path(__file__).resolve().parent.parent / "images" / "bots.json"
 LOG_RETENTION_DAYS = (
     1,
     3,
@@ -160,6 +163,15 @@ class SpotbotSettings(_Model):
         )
         if unknown:
             raise ValueError(f"imageDigests/images/botResources name bots not deployed: {unknown}")
+        buildable = set(json.loads(IMAGE_BUILD_ARGS.read_text(encoding="utf-8")))
+        imageless = [
+            b for b in self.bots if b not in buildable | set(self.images) | set(self.image_digests)
+        ]
+        if imageless:
+            raise ValueError(
+                f"no image for {imageless}: add the bot's build arguments to images/bots.json,"
+                " or name a pushed image in images / imageDigests"
+            )
         for bot, digest in self.image_digests.items():
             if not _DIGEST.match(digest):
                 raise ValueError(f"imageDigests.{bot} must look like sha256:<64 hex>")

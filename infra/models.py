@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import iam
+from infra import iam, images
 from infra.iam import AwsContext
 
 
@@ -34,6 +34,7 @@ class Models(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("spotbot:infra:Models", name, None, opts)
+        self._name = name
         ctx = args.ctx
         self.repositories = {
             bot: aws.ecr.Repository(
@@ -93,10 +94,11 @@ class Models(pulumi.ComponentResource):
         )
 
     def _image_uri(self, bot: str, args: ModelsArgs) -> pulumi.Output[str]:
-        """By digest when known (``images`` or ``imageDigests``), else the immutable version tag."""
+        """Always by digest: a prebuilt image the stack names (``images`` or ``imageDigests``),
+        else the image this program builds from images/Dockerfile and pushes."""
         if bot in args.images:
             return pulumi.Output.from_input(args.images[bot])
-        url = self.repositories[bot].repository_url
+        repository = self.repositories[bot]
         if bot in args.image_digests:
-            return pulumi.Output.concat(url, "@", args.image_digests[bot])
-        return pulumi.Output.concat(url, ":", args.image_tag)
+            return pulumi.Output.concat(repository.repository_url, "@", args.image_digests[bot])
+        return images.built_image(f"{self._name}-{bot}-image", bot, repository, args.image_tag, self)

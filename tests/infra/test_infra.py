@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import pytest
 pulumi = pytest.importorskip("pulumi")
 pytest.importorskip("pulumi_aws")
 
-from infra import config, policies, stack  # noqa: E402
+from infra import config, images, policies, stack  # noqa: E402
 from infra.policies import DeclaredResource  # noqa: E402
 from workflows.tagging import TaggingRefs, build_definition, build_retry_definition  # noqa: E402
 
@@ -36,6 +37,11 @@ DEFAULTS: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "aws:ecr/repository:Repository": lambda n, i: {
         "arn": _arn("ecr", f"repository/{n}"),
         "repositoryUrl": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{n}",
+        "registryId": ACCOUNT,
+    },
+    "docker-build:index:Image": lambda n, i: {
+        "digest": "sha256:" + hashlib.sha256(n.encode()).hexdigest(),
+        "ref": f"{i['tags'][0]}@sha256:" + hashlib.sha256(n.encode()).hexdigest(),
     },
     "aws:lambda/function:Function": lambda n, i: {
         "arn": _arn("lambda", f"function:{n}"),
@@ -79,6 +85,14 @@ CALLS: dict[str, dict[str, Any]] = {
         "id": ACCOUNT,
     },
     "aws:ec2/getVpc:getVpc": {"id": "vpc-0default", "default": True},
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": {
+        "id": ACCOUNT,
+        "userName": "AWS",
+        "password": "token",
+        "authorizationToken": "QVdTOnRva2Vu",
+        "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+        "expiresAt": "2030-01-01T00:00:00Z",
+    },
     "aws:ec2/getSubnets:getSubnets": {"id": REGION, "ids": ["subnet-0a", "subnet-0b"]},
 }
 
@@ -264,6 +278,42 @@ def test_storage_bucket_guard_rails(mocks: SpotbotMocks) -> None:
     assert versioning.props["versioningConfiguration"]["status"] == "Enabled"
     (lifecycle,) = _of(mocks, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
     assert lifecycle.props["rules"][0]["filter"]["prefix"] == "tmp/"
+
+
+def test_images_are_built_from_the_one_definition_and_referenced_by_digest(
+    mocks: SpotbotMocks,
+) -> None:
+    # GIVEN a stack that names a prebuilt image for car-model only
+    prebuilt = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mine@sha256:" + "c" * 64
+    pulumi.runtime.set_all_config({"spotbot:images": json.dumps({"car-model": prebuilt})})
+
+    def check(d: stack.Deployment) -> Any:
+        jobdefs = d.compute.job_definitions
+        return pulumi.Output.all(
+            *(jobdefs[bot].container_properties for bot in config.BUILTIN_BOTS)
+        ).apply(lambda props: dict(zip(config.BUILTIN_BOTS, props, strict=True)))
+
+    seen: dict[str, str] = {}
+    _deploy(mocks, lambda d: check(d).apply(seen.update))
+    built = {
+        r.props["buildArgs"]["BOT"]: r.props
+        for r in mocks.resources
+        if r.typ == "docker-build:index:Image"
+    }
+    # THEN the other bots' images are built from images/Dockerfile with their build arguments,
+    # pushed to their own repository under a content tag
+    assert sorted(built) == ["ocr-zh", "sentiment-zh"]
+    for bot in ("ocr-zh", "sentiment-zh"):
+        props = built[bot]
+        assert props["dockerfile"]["location"].endswith("images/Dockerfile")
+        assert props["buildArgs"] == {"BOT": bot, **images.buildable_bots()[bot]}
+        assert props["push"] is True and props["platforms"] == ["linux/amd64"]
+        (tag,) = props["tags"]
+        assert tag.endswith(f"/spotbot-test/{bot}:0.1.0-{images.context_digest(bot)}"), tag
+        # AND the Batch job definition runs that image by its pushed digest
+        image = json.loads(seen[bot])["image"]
+        assert image.split("@")[0] == tag.split(":0.1.0")[0] and "@sha256:" in image, image
+    assert json.loads(seen["car-model"])["image"] == prebuilt
 
 
 def test_models_repositories_are_scanned_and_immutable(mocks: SpotbotMocks) -> None:
@@ -476,6 +526,7 @@ def test_example_stack_file_parses_and_every_key_is_documented() -> None:
         ({"imageTag": "latest"}, "never 'latest'"),
         ({"images": '{"ocr-zh": "repo/ocr:1"}'}, "by digest"),
         ({"imageDigests": '{"nobot": "sha256:00"}'}, "not deployed"),
+        ({"bots": '["my-bot"]'}, r"no image for \['my-bot'\].*images/bots.json"),
         ({"maxVcpus": "2", "bots": '["car-model"]'}, "below one worker"),
         ({"logRetentionDays": "10"}, "logRetentionDays"),
         ({"allowedBuckets": '["arn:aws:s3:::b"]'}, "bucket names"),
