@@ -1,112 +1,18 @@
-"""The built function package and a stand-in for what Lambda puts beside it.
-
-Lambda's Python 3.11 runtime provides boto3; the public Powertools layer provides Powertools
-and pydantic. Both are installed here, for the Lambda platform, into folders of their own
-(cached under build/, like the package), so a test's interpreter sees those and the package,
-and nothing of the development venv.
-"""
+"""Fixtures of the artifact tests: the built function package and what Lambda gives it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
-from importlib.metadata import version
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from infra.lambda_package import PLATFORMS, PYTHON_VERSION, LambdaPackage, build
-
-REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "build"
-INVOKER = Path(__file__).resolve().parent / "invoke_lambda.py"
-MARKER = "SPOTBOT-INVOKE-RESULT "
-
-
-@dataclass(frozen=True)
-class LambdaRuntime:
-    layer: Path  # /opt/python of the Powertools layer
-    runtime: Path  # the runtime's own boto3
-
-
-def _install(target: Path, requirement: str) -> Path:
-    if (target / ".complete").exists():
-        return target
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            "--platform",
-            PLATFORMS["x86_64"],
-            "--python-version",
-            PYTHON_VERSION,
-            "--implementation",
-            "cp",
-            "--only-binary=:all:",
-            "--upgrade",
-            requirement,
-        ],
-        check=True,
-        timeout=600,
-    )
-    (target / ".complete").write_text(requirement)
-    return target
+from infra.lambda_package import LambdaPackage
+from tests import lambda_support
 
 
 @pytest.fixture(scope="session")
 def lambda_package() -> LambdaPackage:
-    return build(BUILD)
+    return lambda_support.lambda_package()
 
 
 @pytest.fixture(scope="session")
-def lambda_runtime() -> LambdaRuntime:
-    layer_req = (
-        f"aws-lambda-powertools[tracer,parser,validation]=={version('aws-lambda-powertools')}"
-    )
-    runtime_req = f"boto3=={version('boto3')}"
-    key = hashlib.sha256(f"{layer_req} {runtime_req}".encode()).hexdigest()[:12]
-    root = BUILD / "lambda-runtime" / key
-    return LambdaRuntime(
-        layer=_install(root / "layer", layer_req), runtime=_install(root / "runtime", runtime_req)
-    )
-
-
-def invoke(
-    package: LambdaPackage,
-    runtime: LambdaRuntime,
-    env: dict[str, str],
-    calls: list[tuple[str, dict[str, Any]]],
-) -> dict[str, Any]:
-    """Run handlers in a fresh interpreter that sees only the package, the layer and boto3."""
-    request = {"env": env, "calls": [{"handler": h, "event": e} for h, e in calls]}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",  # no PYTHONPATH, no user site
-            "-S",  # no site-packages: not the development venv's
-            str(INVOKER),
-            str(package.folder),
-            str(runtime.layer),
-            str(runtime.runtime),
-        ],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(BUILD), **env},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith(MARKER)]
-    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
-    return json.loads(lines[-1][len(MARKER) :])  # type: ignore[no-any-return]
+def lambda_runtime() -> lambda_support.LambdaRuntime:
+    return lambda_support.lambda_runtime()

@@ -16,8 +16,8 @@ from infra.lambda_package import UNZIPPED_LIMIT_BYTES, PackageTooLargeError, che
 from spotbot.aws.settings import CloudSettings
 from spotbot.core import envnames
 from spotbot.core.records import Result, TaskStatus
-from tests.artifacts.conftest import LambdaRuntime, invoke
 from tests.functions.conftest import api_event, response_json
+from tests.lambda_support import LambdaRuntime, invoke
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics")]
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +27,9 @@ pytest.importorskip("osmem_server")
 
 from spotbot.core import envnames
 from tests import sfn_support as sfn
+from tests.conftest import free_port
 from tests.functions.conftest import api_event, response_json
+from tests.lambda_support import packaged_handler
 from workflows import tagging as t
 
 pytestmark = [
@@ -708,3 +714,141 @@ def _fit(rows: list[dict[str, Any]]) -> tuple[int, int, int]:
         rows[0]["history_events"] - per_call * rows[0]["scan_calls"] - per_array * rows[0]["arrays"]
     )
     return per_call, per_array, fixed
+
+
+# --- the way the README tells users to run it: the real AWS CLI ---------------------------------
+def test_the_aws_cli_runs_a_job_end_to_end_on_the_built_function_package(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    from moto.server import ThreadedMotoServer
+
+    # GIVEN the deployment behind a moto server, its functions running from the built package
+    # (each invoke a cold interpreter that sees only the package, Lambda's boto3 and the
+    # Powertools layer, plus the deployed test bot's distribution), and a user's folder
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    lambda_env = {
+        **deployment_env(os.environ[envnames.OPENSEARCH_ENDPOINT]),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    bot_dist = _words_bot_distribution(tmp_path / "bot-layer")
+    packaged_calls: list[str] = []
+
+    def from_package(name: str) -> sfn.Handler:
+        handler = packaged_handler(name, lambda_env, (bot_dist,))
+
+        def call(event: sfn.Event) -> Any:
+            packaged_calls.append(name)
+            return handler(event)
+
+        return call
+
+    for name in sfn.FUNCTIONS:
+        cloud.lambdas.handlers[name] = from_package(name)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for key, data in {**GOOD, **SKIPPED}.items():
+        (folder / key).write_bytes(data)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": sfn.REGION,
+    }
+
+    def aws(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "awscli", "--endpoint-url", f"http://127.0.0.1:{port}", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+        return result.stdout
+
+    try:
+        # WHEN the user uploads the folder and starts an execution as the README shows
+        aws("s3", "cp", "--recursive", "--quiet", str(folder), f"s3://{sfn.IN_BUCKET}/docs/")
+        request = {
+            "bot": sfn.BOT,
+            "source": f"s3://{sfn.IN_BUCKET}/docs/",
+            "output": f"s3://{sfn.OUT_BUCKET}/runs/",
+            "shards": 3,
+        }
+        started = json.loads(
+            aws(
+                "stepfunctions",
+                "start-execution",
+                "--state-machine-arn",
+                ARN_HEAD + TAGGING,
+                "--name",
+                "job-cli",
+                "--input",
+                json.dumps(request),
+            )
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            described = json.loads(
+                aws(
+                    "stepfunctions",
+                    "describe-execution",
+                    "--execution-arn",
+                    started["executionArn"],
+                )
+            )
+            if described["status"] != "RUNNING" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        # and asks the API (its Lambda function, with a REST event) how the job went
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(api_event("v1", "GET", "/jobs/job-cli")))
+        answer = tmp_path / "answer.json"
+        aws(
+            "lambda",
+            "invoke",
+            "--function-name",
+            "spotbot-api",
+            "--payload",
+            f"fileb://{event}",
+            str(answer),
+        )
+        results = aws("s3", "cp", f"s3://{sfn.OUT_BUCKET}/runs/job-cli/results.jsonl", "-")
+    finally:
+        server.stop()
+    # THEN the execution SUCCEEDED, every function having run from the package
+    assert described["status"] == "SUCCEEDED", described
+    assert packaged_calls[0] == "init" and packaged_calls[-1] == "api", packaged_calls
+    assert {"scan", "finalize", "cleanup"} <= set(packaged_calls)
+    # AND the API reports the job SUCCEEDED with every asset done
+    response = json.loads(answer.read_text())
+    assert response["statusCode"] == 200, response
+    job = json.loads(response["body"])
+    assert job["status"] == "SUCCEEDED" and job["counts"]["done"] == N_GOOD, job
+    # AND every asset has exactly one result, with real tags from the bot
+    lines = [json.loads(line) for line in results.splitlines()]
+    assert sorted(x["key"] for x in lines) == sorted([*GOOD, *SKIPPED])
+    for line in lines:
+        if line["key"] in GOOD:
+            assert line["status"] == "DONE" and line["tags"][0]["label"] == "word", line
+
+
+def _words_bot_distribution(folder: Path) -> Path:
+    """The test bot as a third-party distribution: a module and its `spotbot.bots` entry point."""
+    package = folder / "spotbot_words"
+    package.mkdir(parents=True)
+    source = Path(sfn.__file__).with_name("fakebots.py")
+    (package / "__init__.py").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    dist_info = folder / "spotbot_words-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: spotbot-words\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        f"[spotbot.bots]\n{sfn.BOT} = spotbot_words:WordsBot\n"
+    )
+    return folder
