@@ -87,6 +87,8 @@ class CloudSettings:
 
     def open_store(self) -> Any:
         """The OpenSearch task store, SigV4-signed when a region is known."""
+        # Imported here: opensearch-py costs every other user of the settings (the CLI's
+        # `spotbot train --cloud`, the API's cold start of routes without the index) ~0.2 s.
         from spotbot.aws.opensearch_store import OpenSearchTaskStore
 
         if not self.opensearch_endpoint:

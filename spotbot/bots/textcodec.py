@@ -36,6 +36,7 @@ _ACCEPTED = _CHINESE_FAMILY | {
 }
 _CHAOS_SLACK = 0.1  # charset-normalizer chaos scores this close count as a tie
 _MAX_CONTROL_RATIO = 0.02  # share of control characters (not tab/newline) tolerated in text
+_MAX_PRIVATE_USE_RATIO = 0.5  # private-use characters: only a text made mostly of them is not text
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -94,11 +95,13 @@ def _preference(encoding: str) -> int:
 
 
 def _check_is_text(text: str) -> None:
-    control = sum(
-        1
-        for ch in text
-        if ch not in "\t\n\r\f\v" and unicodedata.category(ch) in ("Cc", "Cs", "Co")
-    )
+    # Private-use characters are text a reader sees (vendor glyphs, GB18030's user-defined
+    # area, mis-encoded reviews); they count against the text only when they are most of it.
+    categories = [unicodedata.category(ch) for ch in text if ch not in "\t\n\r\f\v"]
+    control = sum(1 for c in categories if c in ("Cc", "Cs"))
+    private = categories.count("Co")
+    if private > _MAX_PRIVATE_USE_RATIO * len(text):
+        raise AssetError(f"not text: {private} private-use characters in {len(text)}")
     if control > _MAX_CONTROL_RATIO * len(text):
         raise AssetError(f"not text: {control} control characters in {len(text)} (binary data?)")
     if text.count("\ufffd") > _MAX_CONTROL_RATIO * len(text):

@@ -102,6 +102,14 @@ class LocalSource(Source):
                 if entry.name.startswith("."):
                     continue
                 key = prefix + entry.name
+                if printable_key(key) is None:
+                    # Shown with its undecodable bytes as \xNN: the task fails with a message
+                    # (renaming the file is the cure) and the job goes on.
+                    shown = os.fsencode(key).decode("utf-8", "backslashreplace")
+                    yield ScanEntry(
+                        shown, None, error="file name is not valid UTF-8: rename it to tag it"
+                    )
+                    continue
                 found = self._classify(entry, key, seen)
                 if isinstance(found, tuple):
                     subfolders.append(found)
@@ -174,10 +182,18 @@ class LocalSource(Source):
     def read(self, key: str, max_bytes: int) -> bytes:
         path = self.path_of(key)
         try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > max_bytes:
-                    raise too_large(size, max_bytes)
+            # Non-blocking, so a FIFO or a device swapped in after the scan cannot hang the
+            # worker at open(); only a regular file is read.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if stat.S_ISDIR(st.st_mode):
+                    raise AssetError("cannot read: it is a folder, not a file")
+                if not stat.S_ISREG(st.st_mode):
+                    raise AssetError(f"cannot read: not a regular file ({_file_kind(st.st_mode)})")
+                os.set_blocking(fd, True)
+                if st.st_size > max_bytes:
+                    raise too_large(st.st_size, max_bytes)
                 data = fh.read(max_bytes + 1)
         except IsADirectoryError:
             raise AssetError("cannot read: it is a folder, not a file") from None
@@ -190,6 +206,29 @@ class LocalSource(Source):
         if len(data) > max_bytes:
             raise too_large(len(data), max_bytes)
         return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a file")
+
+
+def printable_key(key: str) -> str | None:
+    """The key itself when it is valid UTF-8, else None.
+
+    A local file name is bytes, and not all bytes are UTF-8: Python hands such a name over
+    with surrogate escapes, which no index, JSON document or S3 key can hold.
+    """
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return key
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import boto3
@@ -178,3 +179,36 @@ def test_s3_errors_are_clear(s3) -> None:
         S3Source("s3://missing-bucket/x", client=s3).check_readable()
     with pytest.raises(AssetError, match="NoSuchKey"):
         S3Source("s3://assets/x", client=s3).read("nope.jpg", 10)
+
+
+def test_a_fifo_swapped_in_after_the_scan_fails_its_asset_without_blocking(tmp_path: Path) -> None:
+    # GIVEN a file listed by the scan, then replaced by a FIFO with no writer
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "a.txt").write_text("hello")
+    source = LocalSource(root)
+    assert [e.key for p in source.scan_pages() for e in p.entries] == ["a.txt"]
+    (root / "a.txt").unlink()
+    os.mkfifo(root / "a.txt")
+    # WHEN the worker reads it THEN it fails at once with what the file has become
+    began = time.monotonic()
+    with pytest.raises(AssetError, match=r"^cannot read: not a regular file \(a FIFO\)$"):
+        source.read("a.txt", 1024)
+    assert time.monotonic() - began < 2
+
+
+def test_a_file_name_that_is_not_utf8_fails_its_own_task_only(tmp_path: Path) -> None:
+    # GIVEN a folder with a file whose name is not valid UTF-8, beside a normal one
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "ok.txt").write_text("fine")
+    with open(os.path.join(os.fsencode(root), b"bad\xff\xfename.txt"), "wb") as fh:
+        fh.write(b"x")
+    # WHEN it is scanned THEN the odd name is an entry that fails with a message, shown readably
+    entries = {e.key: e for p in LocalSource(root).scan_pages() for e in p.entries}
+    assert set(entries) == {"ok.txt", "bad\\xff\\xfename.txt"}
+    assert entries["ok.txt"].error is None
+    assert entries["bad\\xff\\xfename.txt"].error == (
+        "file name is not valid UTF-8: rename it to tag it"
+    )
+    assert all(key.encode("utf-8") for key in entries)  # storable, JSON-able keys

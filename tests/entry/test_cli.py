@@ -101,6 +101,28 @@ def test_usage_errors_exit_2_with_one_line_and_no_traceback(
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["tag", "{tmp}", "--bot", "ocr-zh", "--workers", "0"],
+            "'--workers': 0 is not in the range",
+        ),
+        (["tag", "{tmp}", "--bot", "ocr-zh", "--max-failures", "150"], "'--max-failures': 150"),
+        (["tag"], "Missing argument 'SOURCE'"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_a_bad_option_is_one_line_not_a_usage_block(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = run_cli(*[a.format(tmp=tmp_path) for a in args], env=base_env(tmp_path / "home"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ") and message in line and line.endswith("--help)"), line
+    assert proc.stdout == ""
+
+
 def test_failed_assets_within_the_threshold_exit_0_and_over_it_exit_1(tmp_path: Path) -> None:
     folder = _texts(tmp_path / "texts")
     env = base_env(tmp_path / "home")
