@@ -89,6 +89,7 @@ def main(verbose: int) -> None:
 
 def guarded(fn: Callable[..., None]) -> Callable[..., None]:
     """Turn spotbot's own errors into one-line messages and exit codes (never a traceback)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
