@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 from spotbot.core.errors import JobNotFoundError, StoreError
 from spotbot.core.records import Job, JobStatus, Result, Task, TaskStatus, utcnow
 from spotbot.core.store import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -52,6 +55,14 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _PAGE = 500  # rows per executemany inside one transaction
 
 
+def damaged_message(path: Path, exc: Exception) -> str:
+    detail = " ".join(str(exc).split())[:200]
+    return (
+        f"the task store {path} is damaged ({detail}): move it aside and run"
+        " `spotbot doctor`, or start over with a new --home"
+    )
+
+
 def cjk_tokens(text: str) -> str:
     return _CJK.sub(r" \1 ", text)
 
@@ -74,10 +85,24 @@ class SqliteTaskStore(TaskStore):
     pass synchronous="FULL" when that matters more than speed.
     """
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL", timeout: float = 60.0):
+    def __init__(
+        self,
+        path: str | Path,
+        synchronous: str = "NORMAL",
+        timeout: float = 60.0,
+        check: bool = True,
+    ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new store, and every job it held would
+            # vanish without a word: say so (the new store starts empty).
+            log.warning(
+                "the task store %s is empty (0 bytes): the jobs it held are gone;"
+                " a new store starts here (see `spotbot doctor`)",
+                self.path,
+            )
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -85,12 +110,25 @@ class SqliteTaskStore(TaskStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if check:
+                self._quick_check()
             with self._tx():
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open task store {self.path}: {exc}") from exc
+            raise StoreError(damaged_message(self.path, exc)) from exc
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged file at once, with one line, not a traceback at the first query."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
+
+    def integrity(self) -> list[str]:
+        """The full integrity check's findings (["ok"] for a sound store): `spotbot doctor`."""
+        with self._lock:
+            return [row[0] for row in self._db.execute("PRAGMA integrity_check(20)")]
 
     # -- plumbing -------------------------------------------------------------------------
     class _Tx:
@@ -374,3 +412,79 @@ class SqliteTaskStore(TaskStore):
                 )
             )
         return hits
+
+
+# -- recovery -----------------------------------------------------------------------------------
+_TABLES = {
+    "jobs": "id, bot, status, created_at, doc",
+    "tasks": "id, job_id, key, shard, status, attempts, size, worker, error, result, updated_at",
+}
+
+
+def _readable_rows(db: sqlite3.Connection, table: str, columns: str) -> Iterator[tuple[Any, ...]]:
+    """Every row of `table` that can still be read: whole, else rowid range by range, else row
+    by row (a damaged page loses only the rows on it)."""
+    try:
+        yield from db.execute(f"SELECT {columns} FROM {table}").fetchall()
+        return
+    except sqlite3.DatabaseError:
+        pass
+    try:
+        (high,) = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
+    except sqlite3.DatabaseError:
+        return
+    step = 1000
+    for start in range(0, int(high or 0) + 1, step):
+        query = f"SELECT {columns} FROM {table} WHERE rowid >= ? AND rowid < ?"
+        try:
+            yield from db.execute(query, (start, start + step)).fetchall()
+        except sqlite3.DatabaseError:
+            for rowid in range(start, start + step):
+                try:
+                    yield from db.execute(
+                        f"SELECT {columns} FROM {table} WHERE rowid = ?", (rowid,)
+                    ).fetchall()
+                except sqlite3.DatabaseError:
+                    continue
+
+
+def salvage(damaged: Path, target: Path) -> dict[str, int]:
+    """Copy what can be read of a damaged store into a new one at `target` (which must not
+    exist), rebuild its search index; the count of jobs and tasks saved."""
+    if target.exists():
+        raise StoreError(f"{target} exists: salvage writes a new store")
+    source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    saved: dict[str, int] = {}
+    try:
+        store = SqliteTaskStore(target)
+        try:
+            with store._tx() as db:
+                for table, columns in _TABLES.items():
+                    marks = ",".join("?" * len(columns.split(",")))
+                    rows = list(_readable_rows(source, table, columns))
+                    db.executemany(
+                        f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", rows
+                    )
+                    saved[table] = len(rows)
+                indexed = db.execute(
+                    "SELECT rowid, job_id, result FROM tasks WHERE status = ? AND result IS NOT NULL",
+                    (str(TaskStatus.DONE),),
+                ).fetchall()
+                db.executemany(
+                    "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
+                    [
+                        (
+                            rowid,
+                            cjk_tokens(" ".join(r.labels)),
+                            cjk_tokens(r.text),
+                            cjk_tokens(r.key),
+                        )
+                        for rowid, job_id, doc in indexed
+                        for r in [Result.from_record(job_id, json.loads(doc))]
+                    ],
+                )
+        finally:
+            store.close()
+    finally:
+        source.close()
+    return saved
