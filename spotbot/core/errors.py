@@ -44,6 +44,12 @@ class StoreError(SpotbotError):
     """The task store could not carry out an operation."""
 
 
+class EnvironmentFault(SpotbotError):
+    """The environment failed the job, not an asset: no space left, a read-only or vanished
+    output, an I/O error. The job stops INTERRUPTED and `resume` finishes it once the cause
+    is gone; nothing done so far is lost."""
+
+
 class BotUnavailableError(SpotbotError):
     """The bot's backend (a model endpoint) cannot answer at all.
 

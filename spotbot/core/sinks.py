@@ -3,6 +3,7 @@ and the local folder. The S3 sink is an adapter: `spotbot.aws.s3`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from spotbot.core.errors import OutputError
+from spotbot.core.errors import EnvironmentFault, OutputError
 from spotbot.core.records import Result
 
 RESULTS_DIR = "results"
@@ -102,24 +103,31 @@ class LocalSink(ResultSink):
 
     def put(self, job_id: str, relpath: str, data: bytes, content_type: str) -> None:
         path = self._path(job_id, relpath)
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
         # The temporary name is unique per process and thread, so no two writers share it and
         # a crash leaves at most one stray file per writer, overwritten on the next attempt.
         tmp = path.parent / f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}"
         try:
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _write_fault(path, exc) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     def put_lines(self, job_id: str, relpath: str, lines: Iterable[bytes]) -> int:
         path = self._path(job_id, relpath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise _write_fault(path, exc) from exc
         count = 0
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -127,6 +135,10 @@ class LocalSink(ResultSink):
                     fh.write(line + b"\n")
                     count += 1
             os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+            raise _write_fault(path, exc) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -134,3 +146,8 @@ class LocalSink(ResultSink):
 
     def location(self, job_id: str, relpath: str = "") -> str:
         return str(self.root / job_id / relpath) if relpath else str(self.root / job_id)
+
+
+def _write_fault(path: Path, exc: OSError) -> EnvironmentFault:
+    """A write to the output that the disk refused: the environment's fault, not the job's."""
+    return EnvironmentFault(f"cannot write {path}: {exc.strerror or exc}")

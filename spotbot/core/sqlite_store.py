@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -11,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from spotbot.core.errors import JobNotFoundError, StoreError
+from spotbot.core.errors import EnvironmentFault, JobNotFoundError, SpotbotError, StoreError
 from spotbot.core.records import Job, JobStatus, Result, Task, TaskStatus, utcnow
 from spotbot.core.store import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
 
@@ -53,6 +54,12 @@ _CJK = re.compile(
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 _PAGE = 500  # rows per executemany inside one transaction
+
+
+def _is_environmental(exc: sqlite3.Error) -> bool:
+    """A full disk or an I/O error under the store: the environment's fault."""
+    text = str(exc).lower()
+    return any(s in text for s in ("disk is full", "disk i/o error", "readonly database"))
 
 
 def damaged_message(path: Path, exc: Exception) -> str:
@@ -119,6 +126,11 @@ class SqliteTaskStore(TaskStore):
         except sqlite3.DatabaseError as exc:
             raise StoreError(damaged_message(self.path, exc)) from exc
 
+    def _fault(self, exc: sqlite3.Error) -> SpotbotError:
+        if _is_environmental(exc):
+            return EnvironmentFault(f"cannot write the task store {self.path}: {exc}")
+        return StoreError(f"task store {self.path}: {exc}")
+
     def _quick_check(self) -> None:
         """Refuse a damaged file at once, with one line, not a traceback at the first query."""
         problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
@@ -140,11 +152,17 @@ class SqliteTaskStore(TaskStore):
             self.store._db.execute("BEGIN IMMEDIATE")
             return self.store._db
 
-        def __exit__(self, exc_type: object, *rest: object) -> None:
+        def __exit__(self, exc_type: object, exc: object, *rest: object) -> None:
             try:
                 self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            except sqlite3.OperationalError as failed:
+                with contextlib.suppress(sqlite3.Error):
+                    self.store._db.execute("ROLLBACK")
+                raise self.store._fault(failed) from failed
             finally:
                 self.store._lock.release()
+            if isinstance(exc, sqlite3.OperationalError) and _is_environmental(exc):
+                raise self.store._fault(exc) from exc
 
     def _tx(self) -> SqliteTaskStore._Tx:
         return SqliteTaskStore._Tx(self)

@@ -17,7 +17,13 @@ from typing import Any
 
 from spotbot.aws.locations import open_sink, open_source
 from spotbot.core.artifacts import ModelRegistry
-from spotbot.core.errors import JobLockedError, ModelError, SpotbotError, UsageError
+from spotbot.core.errors import (
+    EnvironmentFault,
+    JobLockedError,
+    ModelError,
+    SpotbotError,
+    UsageError,
+)
 from spotbot.core.records import Job, JobStatus, utcnow
 from spotbot.core.shard import load_job_bot
 from spotbot.core.sqlite_store import SqliteTaskStore
@@ -218,11 +224,19 @@ class LocalRunner:
             # Nobody else holds the job lock, so whatever is RUNNING was left by a dead worker.
             store.reclaim_running(job_id)
             job = store.update_job(job_id, status=JobStatus.RUNNING)
-            stats = self._work(store, job)
-            job = store.get_job(job_id)
-            if self._stop.is_set():
-                return self._interrupted(store, job, stats)
-            summary = finalize_job(store, open_sink(job.output), job)
+            try:
+                stats = self._work(store, job)
+                job = store.get_job(job_id)
+                if self._stop.is_set():
+                    return self._interrupted(store, job, stats)
+                summary = finalize_job(store, open_sink(job.output), job)
+            except EnvironmentFault as exc:
+                # The disk or the output failed, not the job: stop resumably, say what failed.
+                store.update_job(job_id, status=JobStatus.INTERRUPTED, error=str(exc))
+                raise JobInterruptedError(
+                    f"job {job_id} interrupted: {exc}; once that is fixed, `spotbot resume"
+                    f" {job_id}` finishes it"
+                ) from exc
             return RunOutcome(store.get_job(job_id), summary, shard_stats=stats)
 
     def _interrupted(
@@ -253,6 +267,7 @@ class LocalRunner:
         ctx = multiprocessing.get_context("spawn")
         results: list[dict[str, Any]] = []
         errors: list[str] = []
+        faults: list[EnvironmentFault] = []
         with ProcessPoolExecutor(
             max_workers=procs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
         ) as pool:
@@ -269,6 +284,9 @@ class LocalRunner:
                     futures.pop(fut)
                     try:
                         results.append(fut.result())
+                    except EnvironmentFault as exc:
+                        faults.append(exc)
+                        self._stop.set()
                     except ModelError as exc:
                         errors.append(str(exc))
                         self._stop.set()
@@ -283,6 +301,8 @@ class LocalRunner:
                     for fut in futures:
                         fut.cancel()
                 self._report(Progress("work", job_counts(store, job.id)))
+        if faults:
+            raise faults[0]
         if errors:
             store.update_job(job.id, status=JobStatus.FAILED, error=errors[0], finished_at=utcnow())
             raise JobFailedError(errors[0])
@@ -301,9 +321,14 @@ class JobFailedError(SpotbotError):
     """The job could not run to the end (its model would not load, a worker crashed...)."""
 
 
+class JobInterruptedError(SpotbotError):
+    """The environment stopped the job (a full disk...): it is INTERRUPTED, and resumable."""
+
+
 __all__ = [
     "Home",
     "JobFailedError",
+    "JobInterruptedError",
     "LocalRunner",
     "Progress",
     "RunOutcome",

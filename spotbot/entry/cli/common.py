@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
-from spotbot.core.errors import SpotbotError, UsageError
-from spotbot.entry.local_runner import Home, JobFailedError, default_home
+from spotbot.core.errors import EnvironmentFault, SpotbotError, UsageError
+from spotbot.entry.local_runner import Home, JobFailedError, JobInterruptedError, default_home
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: The environment stopped the job (sysexits' EX_TEMPFAIL): fix the cause, then resume.
+EXIT_ENVIRONMENT = 75
 
 
 def open_home(path: str | None) -> Home:
@@ -96,6 +98,10 @@ def guarded(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args, **kwargs)
         except JobFailedError as exc:
             fail(f"job failed: {exc}", EXIT_JOB_FAILED)
+        except JobInterruptedError as exc:
+            fail(str(exc), EXIT_ENVIRONMENT)
+        except EnvironmentFault as exc:
+            fail(f"{exc}; once that is fixed, run the command again", EXIT_ENVIRONMENT)
         except UsageError as exc:
             fail(str(exc), EXIT_USAGE)
         except SpotbotError as exc:
