@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -562,3 +563,33 @@ def test_container_refusal_reaches_endpoint_bot_as_the_assets_failure() -> None:
         for server in (container, runtime):
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_twenty_kills_at_random_moments_lose_and_duplicate_nothing(cloud: dict[str, Any]) -> None:
+    """Spot reclaim without grace (kill -9) at random moments: 10 jobs, each killed twice
+    mid-shard, then retried to the end, as Batch retries a child that lost its host."""
+    rng = random.Random(20)
+    kills = 0
+    for n in range(10):
+        job = _create_job(cloud, f"job-kill-{n}", shards=1)
+        attempt = 0
+        for _ in range(2):
+            attempt += 1
+            proc = _start_worker(
+                cloud, job, 0, attempt=attempt, SPOTBOT_TEST_DELAY="0.01", args=("--page-size", "8")
+            )
+            before = sum(t["status"] == "DONE" for t in _tasks(cloud["url"], job.id).values())
+            # kill once it is working: past what the last attempt left, then a random moment
+            _wait_for_done(cloud["url"], job.id, min(before + 1, N_ASSETS - 8), proc)
+            time.sleep(rng.uniform(0.0, 0.25))
+            proc.kill()
+            kills += proc.wait(timeout=30) == -signal.SIGKILL  # it was still working
+        proc = _start_worker(cloud, job, 0, attempt=attempt + 1)
+        code, lines = _finish(proc)
+        assert code == EXIT_DONE, lines
+        # every asset DONE once, one result object each: nothing lost, nothing twice
+        _assert_complete(cloud, job, "bot error: RuntimeError: the model fell over")
+    print(f"{kills} of 20 kill -9 landed mid-shard; 0 assets lost, 0 written twice")
+    assert kills >= 15
