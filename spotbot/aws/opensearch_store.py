@@ -9,19 +9,23 @@ read-modify-write (attempt counters, claims) is a read followed by a conditional
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from opensearchpy import OpenSearch, RequestsHttpConnection, helpers
+from opensearchpy import OpenSearch, RequestsHttpConnection, Transport, helpers
 from opensearchpy.exceptions import (
     ConflictError,
+    ConnectionError,
     ImproperlyConfigured,
     NotFoundError,
     OpenSearchException,
     RequestError,
+    TransportError,
 )
 
 from spotbot.core.errors import JobNotFoundError, StoreError
@@ -742,6 +746,48 @@ class OpenSearchTaskStore(TaskStore):
         return out
 
 
+class BackoffTransport(Transport):
+    """Retries what a busy or briefly unavailable cluster answers (429, 502-504, a lost
+    connection) with exponential backoff and full jitter, so a fleet of workers backs off
+    instead of hammering it in step. `retries` counts the retries made.
+
+    Every write of the store is idempotent (documents have fixed ids), so a retried request
+    lands the same as one that succeeded the first time.
+    """
+
+    RETRY_STATUS = (429, 502, 503, 504)
+
+    def __init__(
+        self,
+        *args: Any,
+        attempts: int = 6,
+        base_delay: float = 0.25,
+        max_delay: float = 10.0,
+        **kwargs: Any,
+    ):
+        kwargs["max_retries"] = 0  # the loop below retries, with backoff
+        super().__init__(*args, **kwargs)
+        self.attempts, self.base_delay, self.max_delay = attempts, base_delay, max_delay
+        self.retries = 0
+        self._jitter = random.Random()
+
+    def perform_request(self, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(self.attempts):
+            try:
+                return super().perform_request(*args, **kwargs)
+            except TransportError as exc:
+                transient = isinstance(exc, ConnectionError) or exc.status_code in self.RETRY_STATUS
+                if not transient or attempt + 1 == self.attempts:
+                    raise
+                self.retries += 1
+                delay = self._jitter.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+                log.info(
+                    "OpenSearch answered %s: retry %d in %.2fs", exc.status_code, attempt + 1, delay
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
 def _connect(
     url: str, region: str | None, service: str, credentials: Any | None, timeout: float
 ) -> OpenSearch:
@@ -749,8 +795,7 @@ def _connect(
     options: dict[str, Any] = {
         "hosts": [url],
         "timeout": timeout,
-        "max_retries": 3,
-        "retry_on_status": (502, 503, 504),
+        "transport_class": BackoffTransport,
     }
     if region:
         from opensearchpy import AWSV4SignerAuth
