@@ -13,10 +13,14 @@ from infra import iam
 from infra.config import BotResources
 from infra.iam import AwsContext, Statement
 from spotbot.core import envnames
+from spotbot.core.errors import ENVIRONMENT_EXIT_CODE
 
-#: Batch retries a job whose host went away (Spot reclaim, host failure), never a code failure.
-RETRY_ON_HOST_LOSS = [
+#: Batch retries a job whose host went away (Spot reclaim, host failure) and one that the
+#: environment stopped (S3 or the index failing past their retries: exit 75), never a code
+#: failure.
+RETRY_RULES = [
     {"on_status_reason": "Host EC2*", "action": "RETRY"},
+    {"on_exit_code": str(ENVIRONMENT_EXIT_CODE), "action": "RETRY"},
     {"on_reason": "*", "action": "EXIT"},
 ]
 
@@ -179,7 +183,7 @@ class Compute(pulumi.ComponentResource):
             container_properties=pulumi.Output.json_dumps(container),
             retry_strategy={
                 "attempts": args.job_attempts,
-                "evaluate_on_exits": RETRY_ON_HOST_LOSS,
+                "evaluate_on_exits": RETRY_RULES,
             },
             timeout={"attempt_duration_seconds": args.job_timeout_seconds},
             propagate_tags=True,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from spotbot.aws.clients import LazyClient
-from spotbot.core.errors import AssetError, OutputError, SourceError
+from spotbot.core.errors import AssetError, EnvironmentFault, OutputError, SourceError
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import (
     PAGE_SIZE,
@@ -125,8 +125,8 @@ class S3Sink(ResultSink):
                 Body=data,
                 ContentType=content_type,
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise OutputError(f"cannot write {self.location(job_id, relpath)}: {exc}") from exc
+        except (ClientError, BotoCoreError) as exc:  # past the client's own retries
+            raise EnvironmentFault(f"cannot write {self.location(job_id, relpath)}: {exc}") from exc
 
     def put_lines(self, job_id: str, relpath: str, lines: Iterable[bytes]) -> int:
         # Spool to disk and upload once: multipart upload keeps memory flat for millions of lines.

@@ -44,6 +44,11 @@ class StoreError(SpotbotError):
     """The task store could not carry out an operation."""
 
 
+#: The exit code of a process an EnvironmentFault stopped (sysexits' EX_TEMPFAIL): the CLI's,
+#: and the Batch worker's, on which the job definition retries the child.
+ENVIRONMENT_EXIT_CODE = 75
+
+
 class EnvironmentFault(SpotbotError):
     """The environment failed the job, not an asset: no space left, a read-only or vanished
     output, an I/O error. The job stops INTERRUPTED and `resume` finishes it once the cause

@@ -36,7 +36,12 @@ from spotbot.aws.settings import CloudSettings, ConfigError
 from spotbot.core import envnames
 from spotbot.core.artifacts import MANIFEST, ModelRef
 from spotbot.core.bot import Bot
-from spotbot.core.errors import SpotbotError, UsageError
+from spotbot.core.errors import (
+    ENVIRONMENT_EXIT_CODE,
+    EnvironmentFault,
+    SpotbotError,
+    UsageError,
+)
 from spotbot.core.records import Job
 from spotbot.core.shard import job_bot_class, job_model, load_job_bot
 from spotbot.core.sources import parse_s3_uri
@@ -343,6 +348,11 @@ def main(params: WorkerParams) -> int:
     except (UsageError, ConfigError) as exc:
         log.error("cannot work this shard: %s", exc, extra={"error": type(exc).__name__})
         return EXIT_USAGE
+    except EnvironmentFault as exc:
+        # S3 or the index failed past their retries: not the shard's fault. The job
+        # definition retries this exit code; the next attempt resumes where this one stopped.
+        log.error("stopped by the environment: %s", exc, extra={"error": type(exc).__name__})
+        return ENVIRONMENT_EXIT_CODE
     except SpotbotError as exc:
         log.error("worker failed: %s", exc, extra={"error": type(exc).__name__})
         return EXIT_FAILED

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import random
 import signal
 import subprocess
@@ -593,3 +594,27 @@ def test_twenty_kills_at_random_moments_lose_and_duplicate_nothing(cloud: dict[s
         _assert_complete(cloud, job, "bot error: RuntimeError: the model fell over")
     print(f"{kills} of 20 kill -9 landed mid-shard; 0 assets lost, 0 written twice")
     assert kills >= 15
+
+
+def test_a_fault_of_the_environment_exits_75_which_batch_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import spotbot.entry.batch_worker as batch_worker
+    from infra.compute import RETRY_RULES
+    from spotbot.core.errors import EnvironmentFault
+
+    # GIVEN S3 failing past the client's retries while the worker writes a result
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise EnvironmentFault("cannot write s3://out/runs/j/results/a.json: SlowDown")
+
+    monkeypatch.setattr(batch_worker, "run_worker", failing)
+    # WHEN the work entry point runs THEN it exits 75, on which the job definition retries
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        code = batch_worker.main(WorkerParams(job_id="j", shard=0))
+    finally:  # main configures the process's JSON logging: put this process's back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert code == 75
+    assert {"on_exit_code": "75", "action": "RETRY"} in RETRY_RULES

@@ -224,6 +224,7 @@ def _assert_compute(values: list[Any]) -> None:
     assert retry["evaluate_on_exits"][0] == {"on_status_reason": "Host EC2*", "action": "RETRY"}, (
         jd_urn
     )
+    assert {"on_exit_code": "75", "action": "RETRY"} in retry["evaluate_on_exits"], jd_urn
     assert retry["evaluate_on_exits"][-1]["action"] == "EXIT", jd_urn
     props = json.loads(container)
     assert props["logConfiguration"]["logDriver"] == "awslogs", jd_urn

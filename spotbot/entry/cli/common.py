@@ -12,12 +12,17 @@ from typing import Any
 
 import click
 
-from spotbot.core.errors import EnvironmentFault, SpotbotError, UsageError
+from spotbot.core.errors import (
+    ENVIRONMENT_EXIT_CODE,
+    EnvironmentFault,
+    SpotbotError,
+    UsageError,
+)
 from spotbot.entry.local_runner import Home, JobFailedError, JobInterruptedError, default_home
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: The environment stopped the job (sysexits' EX_TEMPFAIL): fix the cause, then resume.
-EXIT_ENVIRONMENT = 75
+#: The environment stopped the job (a full disk...): fix the cause, then resume.
+EXIT_ENVIRONMENT = ENVIRONMENT_EXIT_CODE
 
 
 def open_home(path: str | None) -> Home:
