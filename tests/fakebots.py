@@ -29,6 +29,8 @@ class WordsBot(Bot):
 
     def _load(self, model: ModelRef, threads: int) -> None:
         self.delay = float(os.environ.get("SPOTBOT_TEST_DELAY", "0"))
+        # SPOTBOT_TEST_LOAD_DELAY (seconds) stands in for a large model's load.
+        time.sleep(float(os.environ.get("SPOTBOT_TEST_LOAD_DELAY", "0")))
 
     def decode(self, data: bytes, key: str) -> str:
         try:

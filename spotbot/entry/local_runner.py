@@ -115,8 +115,20 @@ class RunOutcome:
 _STOP = threading.Event()
 
 
+_LOADING = threading.Event()
+
+
+class _StoppedWhileLoading(Exception):
+    """Raised by the stop signal into a model load: nothing is claimed yet, so leave now."""
+
+
 def _on_stop_signal(signum: int, frame: object) -> None:
     _STOP.set()
+    if _LOADING.is_set():
+        # A large model takes seconds to load and no task is claimed during the load: abort
+        # it (the exception surfaces at the load's next Python step) rather than finish it.
+        _LOADING.clear()
+        raise _StoppedWhileLoading
 
 
 def _worker_init(parent_pid: int) -> None:
@@ -142,7 +154,15 @@ def run_shard(
     home = Home(Path(home_root))
     with home.store() as store:
         job = store.get_job(job_id)
-        bot, load_seconds = load_job_bot(job, threads)
+        try:
+            _LOADING.set()
+            if _STOP.is_set():
+                raise _StoppedWhileLoading
+            bot, load_seconds = load_job_bot(job, threads)
+        except _StoppedWhileLoading:
+            return {"shard": shard, "stopped": True, "load_seconds": None}
+        finally:
+            _LOADING.clear()
         source = open_source(job.source)
         sink = open_sink(job.output)
         worker = ShardWorker(

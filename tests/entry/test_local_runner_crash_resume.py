@@ -163,6 +163,54 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
     _check_complete(out, home, job_id)
 
 
+@pytest.mark.parametrize(
+    ("signum", "group"), [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["term", "ctrl-c"]
+)
+def test_a_stop_during_model_loading_acts_within_two_seconds(
+    tmp_path: Path, signum: int, group: bool
+) -> None:
+    # GIVEN a run whose workers are loading a model that takes a minute to load
+    home, out = tmp_path / "home", tmp_path / "out"
+    env = base_env(home, SPOTBOT_TEST_LOAD_DELAY="60")
+    folder = _assets(tmp_path / "in")
+    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"], env)
+    deadline = time.monotonic() + 60
+    while _job_tasks(home / "spotbot.sqlite3") < N_ASSETS:  # scanned: the workers are loading
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    # WHEN it is told to stop (SIGTERM to the process, or Ctrl-C to the terminal's group)
+    began = time.monotonic()
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    # THEN it is gone within 2 s, interrupted (exit 130), no worker left running
+    assert time.monotonic() - began < 2.0, stderr
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    leftover = subprocess.run(
+        ["ps", "-o", "pid,stat,args", "-g", str(proc.pid)], capture_output=True, text=True
+    )
+    running = [line for line in leftover.stdout.splitlines()[1:] if line.split()[1][0] != "Z"]
+    assert running == [], leftover.stdout
+    # AND resume (with a quick load) finishes the job
+    job_id = _job_id(env)
+    assert run_cli("resume", job_id, env=base_env(home)).returncode == 0
+    _check_complete(out, home, job_id)
+
+
+def _job_tasks(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
 def test_a_job_cannot_be_run_twice_at_once(tmp_path: Path) -> None:
     home, out = tmp_path / "home", tmp_path / "out"
     env = base_env(home, SPOTBOT_TEST_DELAY="0.05")
