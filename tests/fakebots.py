@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot, Prediction
-from spotbot.core.errors import AssetError
+from spotbot.core.errors import AssetError, ModelError
 
 
 class WordsBot(Bot):
@@ -29,8 +29,11 @@ class WordsBot(Bot):
 
     def _load(self, model: ModelRef, threads: int) -> None:
         self.delay = float(os.environ.get("SPOTBOT_TEST_DELAY", "0"))
-        # SPOTBOT_TEST_LOAD_DELAY (seconds) stands in for a large model's load.
+        # SPOTBOT_TEST_LOAD_DELAY (seconds) stands in for a large model's load;
+        # SPOTBOT_TEST_LOAD_FAIL for a model that cannot load on this machine.
         time.sleep(float(os.environ.get("SPOTBOT_TEST_LOAD_DELAY", "0")))
+        if os.environ.get("SPOTBOT_TEST_LOAD_FAIL"):
+            raise ModelError(os.environ["SPOTBOT_TEST_LOAD_FAIL"])
 
     def decode(self, data: bytes, key: str) -> str:
         try:

@@ -226,10 +226,16 @@ class LocalRunner:
         """Ask the run to stop after the batches in flight (what Ctrl-C does)."""
         self._stop.set()
 
-    def run(self, job_id: str) -> RunOutcome:
-        """Scan (if not done), work every shard, finalize. Safe to call again on any job state."""
+    def run(self, job_id: str, reopen_failed: bool = False) -> RunOutcome:
+        """Scan (if not done), work every shard, finalize. Safe to call again on any job state.
+
+        A FAILED job is run again only when asked (`reopen_failed`, what `spotbot resume` does):
+        its unfinished tasks are worked and it is finalized anew (its threshold included).
+        """
         with self.home.job_lock(job_id), self.home.store() as store:
             job = store.get_job(job_id)
+            if job.status == JobStatus.FAILED and reopen_failed:
+                job = store.update_job(job_id, status=JobStatus.INTERRUPTED, finished_at=None)
             if job.status.is_final:
                 return RunOutcome(job, None)
             if job.status == JobStatus.INTERRUPTED:

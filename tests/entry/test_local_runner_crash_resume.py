@@ -222,3 +222,19 @@ def test_a_job_cannot_be_run_twice_at_once(tmp_path: Path) -> None:
     assert "is already running" in second.stderr
     proc.communicate(timeout=120)
     assert proc.returncode == 0
+
+
+def test_a_job_that_failed_for_its_environment_is_resumed_deliberately(tmp_path: Path) -> None:
+    # GIVEN a job that FAILED because its model would not load on this machine
+    home, out = tmp_path / "home", tmp_path / "out"
+    folder = _assets(tmp_path / "in")
+    broken = base_env(home, SPOTBOT_TEST_LOAD_FAIL="the weights file is unreadable")
+    failed = run_cli("tag", str(folder), "--bot", BOT, "--out", str(out), env=broken)
+    assert failed.returncode == 1 and "the weights file is unreadable" in failed.stderr
+    job_id = _job_id(broken)
+    status = json.loads(run_cli("status", job_id, "--json", env=broken).stdout)
+    assert status["status"] == "FAILED"
+    # WHEN the cause is fixed and the job resumed THEN it finishes, every asset tagged once
+    resumed = run_cli("resume", job_id, env=base_env(home))
+    assert resumed.returncode == 0, resumed.stderr
+    _check_complete(out, home, job_id)

@@ -270,7 +270,8 @@ def tag(
 @json_option
 @guarded
 def resume(job_id: str, workers: int | None, home: str | None, as_json: bool) -> None:
-    """Finish a job that was interrupted or killed."""
+    """Finish a job that was interrupted, killed, or failed (a worker crash, a model that
+    would not load): its unfinished assets are tagged, and it is finalized again."""
     runner = _runner(home, workers, as_json)
     with runner.home.store() as store:
         job = store.get_job(job_id)
@@ -279,7 +280,7 @@ def resume(job_id: str, workers: int | None, home: str | None, as_json: bool) ->
         max_asset_bytes=job.opts.max_asset_bytes or runner.config.max_asset_bytes
     )
     click.echo(f"resuming job {job.id} ({job.status})", err=True)
-    _run(runner, job.id, as_json)
+    _run(runner, job.id, as_json, reopen_failed=True)
 
 
 def _runner(
@@ -288,11 +289,11 @@ def _runner(
     return LocalRunner(open_home(home).root, workers=workers or default_workers(), config=config)
 
 
-def _run(runner: LocalRunner, job_id: str, as_json: bool) -> None:
+def _run(runner: LocalRunner, job_id: str, as_json: bool, reopen_failed: bool = False) -> None:
     _install_interrupt(runner)
     with _Display(enabled=True) as display:
         runner.on_progress = display
-        outcome = runner.run(job_id)
+        outcome = runner.run(job_id, reopen_failed=reopen_failed)
     _finish(outcome, as_json)
 
 
