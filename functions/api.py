@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -54,6 +55,7 @@ from spotbot.core.errors import (
     BotNotFoundError,
     BucketNotAllowedError,
     CloudServiceError,
+    EnvironmentFault,
     JobConflictError,
     JobNotFoundError,
     ModelError,
@@ -86,9 +88,19 @@ _ERRORS: dict[int, OpenAPIResponse] = {
         (404, "No such job or bot"),
         (409, "The request clashes with the job's state"),
         (413, "The request body is over 256 KB"),
+        (415, "The body is not JSON (send Content-Type: application/json)"),
         (422, "The request does not match the schema (missing fields, wrong types)"),
+        (500, "An unexpected error (logged; the detail says no more)"),
+        (502, "An AWS service this API calls failed; retry"),
+        (503, "The index is unavailable; retry"),
     )
 }
+
+
+def _ok(model: type[Any], text: str, status: int = 200) -> dict[int, OpenAPIResponse]:
+    """An operation's documented success, with its model, beside every error it can answer."""
+    return {status: {"description": text, "content": {"application/json": {"model": model}}}}
+
 
 #: The one place spotbot's exceptions become HTTP codes; the first match (subclass first) wins.
 ERROR_STATUS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
@@ -102,6 +114,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
     (ModelError, HTTPStatus.BAD_REQUEST, "bad_model"),
     (UsageError, HTTPStatus.BAD_REQUEST, "bad_request"),
     (StoreError, HTTPStatus.SERVICE_UNAVAILABLE, "index_unavailable"),
+    (EnvironmentFault, HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
     (CloudServiceError, HTTPStatus.BAD_GATEWAY, "aws_error"),
 )
 
@@ -132,8 +145,26 @@ def validation_error(exc: RequestValidationError) -> Response[str]:
     return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", detail)
 
 
-def route_not_found(exc: NotFoundError) -> Response[str]:
-    return error_response(HTTPStatus.NOT_FOUND, "not_found", "no such route")
+def route_not_found(app: Any) -> Callable[[NotFoundError], Response[str]]:
+    """404 for a path the API does not have; 405 with Allow for a method a path does not take."""
+
+    def handle(exc: NotFoundError) -> Response[str]:
+        path = app.current_event.path
+        allowed = sorted(
+            {r.method for r in (*app._static_routes, *app._dynamic_routes) if r.rule.match(path)}
+        )
+        if not allowed:
+            return error_response(HTTPStatus.NOT_FOUND, "not_found", "no such route")
+        method = app.current_event.http_method
+        response = error_response(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            f"{path} does not take {method}; it takes {', '.join(allowed)}",
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    return handle
 
 
 def unexpected_error(exc: Exception) -> Response[str]:
@@ -151,7 +182,10 @@ def _json(model: Any, status: HTTPStatus = HTTPStatus.OK) -> Response[Any]:
 @router.post(
     "/jobs",
     responses={
-        202: {"description": "Job started"},
+        202: {
+            "description": "Job started",
+            "content": {"application/json": {"model": JobStarted}},
+        },
         200: {
             "description": "The client token named a job started before",
             "content": {"application/json": {"model": JobStarted}},
@@ -172,25 +206,25 @@ def create_job(request: Annotated[JobRequest, Body()]) -> Response[JobStarted]:
     return _json(body, HTTPStatus.ACCEPTED if started else HTTPStatus.OK)
 
 
-@router.get("/jobs", responses=_ERRORS)
+@router.get("/jobs", responses={**_ok(JobList, "Recent jobs, newest first"), **_ERRORS})
 def list_jobs(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JobList:
     jobs = deployment.store.list_jobs(limit=limit)
     return JobList.model_validate({"jobs": [control.job_summary(j) for j in jobs]})
 
 
-@router.get("/jobs/<job_id>", responses=_ERRORS)
+@router.get("/jobs/<job_id>", responses={**_ok(JobView, "The job: counts, rate, ETA"), **_ERRORS})
 def get_job(job_id: JobId) -> JobView:
     view = control.job_view(deployment.store, deployment.stepfunctions, deployment.settings, job_id)
     return JobView.model_validate(view)
 
 
-@router.delete("/jobs/<job_id>", responses={202: {"description": "Cancelling"}, **_ERRORS})
+@router.delete("/jobs/<job_id>", responses={**_ok(CancelResult, "Cancelling", 202), **_ERRORS})
 def cancel_job(job_id: JobId) -> Response[CancelResult]:
     result = control.cancel_job(deployment.store, deployment.batch, job_id)
     return _json(CancelResult.model_validate(result), HTTPStatus.ACCEPTED)
 
 
-@router.post("/jobs/<job_id>/retry", responses={202: {"description": "Retrying"}, **_ERRORS})
+@router.post("/jobs/<job_id>/retry", responses={**_ok(RetryResult, "Retrying", 202), **_ERRORS})
 def retry_job(
     job_id: JobId, request: Annotated[RetryRequest | None, Body()] = None
 ) -> Response[RetryResult]:
@@ -201,31 +235,33 @@ def retry_job(
     return _json(RetryResult.model_validate(result), HTTPStatus.ACCEPTED)
 
 
-@router.get("/bots", responses=_ERRORS)
+@router.get("/bots", responses={**_ok(BotList, "Installed and registered bots"), **_ERRORS})
 def list_bots() -> BotList:
     return BotList.model_validate({"bots": deployment.catalog.describe_all()})
 
 
-@router.get("/bots/<name>", responses=_ERRORS)
+@router.get("/bots/<name>", responses={**_ok(BotView, "The bot"), **_ERRORS})
 def get_bot(name: BotPath) -> BotView:
     return BotView.model_validate(deployment.catalog.describe(name))
 
 
-@router.put("/bots/<name>", responses=_ERRORS)
+@router.put("/bots/<name>", responses={**_ok(BotView, "The bot, registered"), **_ERRORS})
 def register_bot(name: BotPath, request: Annotated[BotRegistration, Body()]) -> BotView:
     deployment.settings.check_bucket_allowed(request.model_uri, "model")
     spec = deployment.catalog.register(CustomBotSpec(name=name, **request.model_dump()))
     return BotView.model_validate(spec.describe())
 
 
-@router.get("/bots/<name>/models", responses=_ERRORS)
+@router.get(
+    "/bots/<name>/models", responses={**_ok(ModelList, "The bot's model versions"), **_ERRORS}
+)
 def list_models(name: BotPath) -> ModelList:
     deployment.catalog.describe(name)  # 404 for an unknown bot, not an empty list
     versions = deployment.resolver.registry.versions(name)
     return ModelList.model_validate({"bot": name, "versions": [m.to_dict() for m in versions]})
 
 
-@router.get("/search", responses=_ERRORS)
+@router.get("/search", responses={**_ok(SearchResults, "Matching results"), **_ERRORS})
 def search(
     q: Annotated[str, Query(min_length=1, max_length=512)],
     bot: Annotated[str | None, Query(max_length=63)] = None,
@@ -243,7 +279,7 @@ def build_resolver(
     app.include_router(router)
     app.exception_handler(RequestValidationError)(validation_error)
     app.exception_handler(SpotbotError)(spotbot_error)
-    app.exception_handler(NotFoundError)(route_not_found)
+    app.exception_handler(NotFoundError)(route_not_found(app))
     app.exception_handler(Exception)(unexpected_error)
     return app
 
@@ -261,8 +297,32 @@ def _refusal(status: HTTPStatus, error: str, detail: str) -> dict[str, Any]:
     }
 
 
+def _json_media_type(event: dict[str, Any]) -> str | None:
+    """None when the body's Content-Type is JSON, else the type (to refuse it with a 415).
+
+    JSON by another name (text/json, application/*+json, any case, with parameters) is
+    accepted: the header is rewritten to application/json, the only spelling Powertools'
+    validation takes (it fails anything else with an error its resolver does not map).
+    A missing Content-Type is taken for JSON, as curl-like clients send.
+    """
+    for field in ("headers", "multiValueHeaders"):
+        headers = event.get(field) or {}
+        for name in [n for n in headers if n.lower() == "content-type"]:
+            value = headers[name]
+            raw = value[0] if isinstance(value, list) and value else value
+            media = str(raw or "").split(";", 1)[0].strip().lower()
+            is_json = media in ("", "application/json", "text/json") or (
+                media.startswith("application/") and media.endswith("+json")
+            )
+            if not is_json:
+                return media
+            headers[name] = ["application/json"] if isinstance(value, list) else "application/json"
+    return None
+
+
 def refuse_body(event: dict[str, Any]) -> dict[str, Any] | None:
-    """Refuse a body before routing: over 256 KB (413), not JSON (400), not an object (422).
+    """Refuse a body before routing: not JSON by its type (415), over 256 KB (413), not JSON
+    (400), not an object (422).
 
     Before routing because validation would parse a huge body first, and because Powertools
     reads a JSON array as its first element, which would let ``[{...}]`` pass as ``{...}``.
@@ -270,6 +330,10 @@ def refuse_body(event: dict[str, Any]) -> dict[str, Any] | None:
     body = event.get("body")
     if not body:
         return None
+    media = _json_media_type(event)
+    if media is not None:
+        detail = f"the body must be JSON (Content-Type: application/json), not {media!r}"
+        return _refusal(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", detail)
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
     if size > MAX_BODY_BYTES:
         detail = f"the body is {size} bytes; at most {MAX_BODY_BYTES} are accepted"

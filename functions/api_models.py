@@ -22,7 +22,10 @@ def _checked_s3_uri(value: str) -> str:
 
 S3Uri = Annotated[
     str,
-    StringConstraints(min_length=6, max_length=2048, pattern=r"^s3://"),
+    # The bucket as S3 names them (3-63 of a-z 0-9 . -); the key part is any text.
+    StringConstraints(
+        min_length=8, max_length=2048, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+    ),
     AfterValidator(_checked_s3_uri),
     Field(description="s3://bucket/prefix", examples=["s3://my-photos/2024/"]),
 ]

@@ -237,7 +237,9 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise SourceError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
     bucket = parsed.netloc
-    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket):
+    if not (3 <= len(bucket) <= 63) or not all(
+        (c.isascii() and c.isalnum()) or c in "-." for c in bucket
+    ):
         raise SourceError(f"invalid S3 bucket name in {uri!r}")
     return bucket, parsed.path.lstrip("/")
 
