@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +328,7 @@ class LocalRunner:
                     for fut in futures:
                         fut.cancel()
                 self._report(Progress("work", job_counts(store, job.id)))
+        _stop_resource_tracker()
         if faults:
             raise faults[0]
         if errors:
@@ -337,6 +339,16 @@ class LocalRunner:
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
             self.on_progress(progress)
+
+
+def _stop_resource_tracker() -> None:
+    """End (and reap) the helper process that spawn-started pools leave running.
+
+    Left alone it outlives the pool and, once this process exits, becomes a zombie wherever
+    no init reaps orphans (containers). multiprocessing starts it again if a pool needs it.
+    """
+    with contextlib.suppress(AttributeError, OSError, ChildProcessError):
+        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 class _ScanStopped(Exception):
