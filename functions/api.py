@@ -66,6 +66,7 @@ from spotbot.core.errors import (
     UnknownBotError,
     UsageError,
 )
+from spotbot.core.store import MAX_SEARCH_DEPTH
 
 logger = Logger()
 tracer = Tracer()
@@ -267,9 +268,36 @@ def search(
     bot: Annotated[str | None, Query(max_length=63)] = None,
     job: Annotated[str | None, Query(max_length=80)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
 ) -> SearchResults:
-    hits = deployment.store.search(q, bot=bot, job_id=job, limit=limit)
-    return SearchResults.model_validate({"query": q, "hits": [h.to_dict() for h in hits]})
+    offset = _offset_of(cursor)
+    hits = deployment.store.search(q, bot=bot, job_id=job, limit=limit, offset=offset)
+    more = len(hits) == limit and offset + limit < MAX_SEARCH_DEPTH
+    return SearchResults.model_validate(
+        {
+            "query": q,
+            "hits": [h.to_dict() for h in hits],
+            "next_cursor": _cursor_for(offset + limit) if more else None,
+        }
+    )
+
+
+def _cursor_for(offset: int) -> str:
+    """An opaque page cursor: clients pass it back, never build one."""
+    return base64.urlsafe_b64encode(f"o{offset}".encode()).decode().rstrip("=")
+
+
+def _offset_of(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        offset = int(text[1:]) if text.startswith("o") and text[1:].isdigit() else -1
+    except (ValueError, UnicodeDecodeError):
+        offset = -1
+    if not 0 <= offset < MAX_SEARCH_DEPTH:
+        raise UsageError("invalid cursor: pass the next_cursor of a previous page")
+    return offset
 
 
 def build_resolver(

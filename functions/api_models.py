@@ -188,3 +188,6 @@ class SearchHitView(BaseModel):
 class SearchResults(BaseModel):
     query: str
     hits: list[SearchHitView]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last page"
+    )

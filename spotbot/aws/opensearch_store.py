@@ -38,7 +38,13 @@ from spotbot.core.records import (
     TaskStatus,
     utcnow,
 )
-from spotbot.core.store import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
+from spotbot.core.store import (
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_SEARCH_DEPTH,
+    SearchHit,
+    TaskStore,
+    empty_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -694,9 +700,16 @@ class OpenSearchTaskStore(TaskStore):
                         )
 
     def search(
-        self, query: str, bot: str | None = None, job_id: str | None = None, limit: int = 20
+        self,
+        query: str,
+        bot: str | None = None,
+        job_id: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
     ) -> list[SearchHit]:
         words = _WORD.findall(query)
+        offset = max(0, offset)
+        limit = min(limit, MAX_PAGE, MAX_SEARCH_DEPTH - offset)
         if not words or limit <= 0:
             return []
         filters: list[dict[str, Any]] = [{"term": {"status": str(TaskStatus.DONE)}}]
@@ -722,7 +735,9 @@ class OpenSearchTaskStore(TaskStore):
             else []
         )
         body = {
-            "size": min(limit, MAX_PAGE),
+            "size": limit,
+            "from": offset,
+            "sort": [{"_score": "desc"}, {"job_id": "asc"}, {"key": "asc"}],
             "track_total_hits": False,
             "query": {"bool": {"filter": filters, "must": must, "should": should}},
         }

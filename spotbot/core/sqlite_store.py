@@ -14,7 +14,13 @@ from typing import Any
 
 from spotbot.core.errors import EnvironmentFault, JobNotFoundError, SpotbotError, StoreError
 from spotbot.core.records import Job, JobStatus, Result, Task, TaskStatus, utcnow
-from spotbot.core.store import DEFAULT_MAX_ATTEMPTS, SearchHit, TaskStore, empty_counts
+from spotbot.core.store import (
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_SEARCH_DEPTH,
+    SearchHit,
+    TaskStore,
+    empty_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -395,10 +401,16 @@ class SqliteTaskStore(TaskStore):
             last = rows[-1][0]
 
     def search(
-        self, query: str, bot: str | None = None, job_id: str | None = None, limit: int = 20
+        self,
+        query: str,
+        bot: str | None = None,
+        job_id: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
     ) -> list[SearchHit]:
         match = fts_query(query)
-        if not match:
+        limit = min(limit, MAX_SEARCH_DEPTH - offset)
+        if not match or limit <= 0:
             return []
         sql = (
             "SELECT t.job_id, t.key, t.result, bm25(results_fts) AS rank FROM results_fts"
@@ -412,8 +424,8 @@ class SqliteTaskStore(TaskStore):
         if job_id:
             sql += " AND t.job_id = ?"
             params.append(job_id)
-        sql += " ORDER BY rank LIMIT ?"
-        params.append(limit)
+        sql += " ORDER BY rank, t.job_id, t.key LIMIT ? OFFSET ?"
+        params += [limit, max(0, offset)]
         hits = []
         for job, key, result, rank in self._query(sql, params):
             res = Result.from_record(job, json.loads(result))

@@ -114,9 +114,18 @@ class TaskStore(ABC):
 
     @abstractmethod
     def search(
-        self, query: str, bot: str | None = None, job_id: str | None = None, limit: int = 20
+        self,
+        query: str,
+        bot: str | None = None,
+        job_id: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
     ) -> list[SearchHit]:
-        """Full-text search over result labels and text (OCR lines), best first."""
+        """Full-text search over result labels and text (OCR lines), best first.
+
+        The order is stable (score, then job and key), so `offset` pages through the hits:
+        page n of a listing is offset n * limit. At most MAX_SEARCH_DEPTH hits are reachable.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections."""
@@ -126,6 +135,10 @@ class TaskStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: How deep search pages go (OpenSearch's default result window, kept by every store alike).
+MAX_SEARCH_DEPTH = 10_000
 
 
 def empty_counts() -> dict[TaskStatus, int]:

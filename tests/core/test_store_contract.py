@@ -329,6 +329,21 @@ def test_search_filters_by_bot_and_job(store: TaskStore) -> None:
     assert len(store.search("出口", limit=2)) == 2
 
 
+def test_search_pages_through_every_hit_once(store: TaskStore) -> None:
+    # GIVEN seven results that all match, some equally well
+    make_job(store)
+    store.put_tasks(make_tasks("job-1", 7))
+    keys = [t.key for t in claim_all(store, "job-1", 0, 10)]
+    store.complete_tasks(
+        [done("job-1", k, ["出口"], text="出口" * (1 + i % 2)) for i, k in enumerate(keys)]
+    )
+    # WHEN it is read three at a time THEN the pages add up to the whole, in the same order
+    whole = [h.key for h in store.search("出口", limit=100)]
+    pages = [[h.key for h in store.search("出口", limit=3, offset=o)] for o in (0, 3, 6, 9)]
+    assert [len(p) for p in pages] == [3, 3, 1, 0]
+    assert [k for p in pages for k in p] == whole and sorted(whole) == sorted(keys)
+
+
 def test_search_skips_failed_results(store: TaskStore) -> None:
     make_job(store)
     store.put_tasks(make_tasks("job-1", 1))

@@ -173,4 +173,34 @@ def test_bot_models_lists_registry_versions(
 def test_search_requires_a_query(api: ModuleType, lambda_context: Any) -> None:
     assert call(api, lambda_context, "GET", "/search")[0] == 422
     status, body = call(api, lambda_context, "GET", "/search", query={"q": "出口", "bot": "ocr-zh"})
-    assert status == 200 and body == {"query": "出口", "hits": []}
+    assert status == 200 and body == {"query": "出口", "hits": [], "next_cursor": None}
+
+
+def test_search_pages_with_a_cursor(api: ModuleType, lambda_context: Any, store: Any) -> None:
+    from spotbot.core.records import Job, Result, Task, TaskStatus
+
+    # GIVEN five tagged assets that all match
+    store.create_job(Job(id="job-s", bot="ocr-zh", source="s3://a/b", output="s3://c/d"))
+    store.put_tasks([Task(job_id="job-s", key=f"k{i}.jpg") for i in range(5)])
+    claimed = store.claim_tasks("job-s", 0, "w", 10)
+    store.complete_tasks(
+        [
+            Result("job-s", t.key, "ocr-zh", "v", TaskStatus.DONE, [{"label": "出口", "score": 1}])
+            for t in claimed
+        ]
+    )
+    # WHEN a client follows next_cursor two hits at a time
+    keys, cursor, pages = [], None, 0
+    while True:
+        query = {"q": "出口", "limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, body = call(api, lambda_context, "GET", "/search", query=query)
+        assert status == 200, body
+        keys += [h["key"] for h in body["hits"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    # THEN it gets every hit once, and a cursor it made up is a 400
+    assert sorted(keys) == [f"k{i}.jpg" for i in range(5)] and pages == 3
+    status, body = call(api, lambda_context, "GET", "/search", query={"q": "出口", "cursor": "zz"})
+    assert status == 400 and "invalid cursor" in body["detail"]

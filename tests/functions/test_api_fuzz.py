@@ -44,7 +44,10 @@ class ApiGatewayWsgi:
         # type the client sent is the client's.
         if environ.get("CONTENT_TYPE") and body:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
-        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        query = {
+            k: v[-1]
+            for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()
+        }
         path = environ.get("PATH_INFO") or "/"
         event = copy.deepcopy(self.template)
         text: str | None
