@@ -39,6 +39,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         outcome_status=request.outcome.status,
         error=request.outcome.failure.Error,
         cause=request.outcome.failure.Cause,
+        announce=deployment.job_events.job_ended,
     )
     logger.info("job cleaned up", extra={"cleanup": result})
     metrics.add_metric(name=f"Jobs{result['status'].title()}", unit=MetricUnit.Count, value=1)

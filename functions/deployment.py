@@ -8,11 +8,13 @@ for the life of the execution environment.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Any
 
 from spotbot.aws.catalog import BotCatalog, CatalogResolver
 from spotbot.aws.clients import boto_client
+from spotbot.aws.job_events import JobEvents
 from spotbot.aws.orchestration import BatchJobs, StepFunctions
 from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.endpoints import SageMakerEndpoints
@@ -52,6 +54,11 @@ class Deployment:
     def batch(self) -> BatchJobs | None:
         queue = self.settings.job_queue_arn
         return BatchJobs(boto_client("batch", self.settings.region), queue) if queue else None
+
+    @cached_property
+    def job_events(self) -> JobEvents:
+        bus = os.environ.get(envnames.EVENT_BUS) or "default"
+        return JobEvents(boto_client("events", self.settings.region), bus)
 
     @cached_property
     def endpoints(self) -> SageMakerEndpoints:

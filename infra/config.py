@@ -119,6 +119,7 @@ class SpotbotSettings(_Model):
     log_retention_days: int = 30
     api_rate_limit: float = Field(20.0, gt=0)
     api_burst_limit: int = Field(40, ge=1)
+    notify_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     endpoint_poll_seconds: int = Field(30, ge=1, le=3600)
     max_concurrent_arrays: int = Field(4, ge=1, le=40)
 

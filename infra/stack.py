@@ -15,6 +15,7 @@ from infra.functions import Functions, FunctionsArgs, FunctionSpec
 from infra.iam import AwsContext, Statement
 from infra.models import Models, ModelsArgs
 from infra.network import Network, NetworkArgs
+from infra.notifications import Notifications, NotificationsArgs
 from infra.orchestration import Orchestration, OrchestrationArgs
 from infra.search import Search, SearchArgs
 from infra.storage import MODELS_PREFIX, Storage, StorageArgs
@@ -59,6 +60,7 @@ class Deployment:
     api: Api
     outputs: dict[str, Any]
     training: Training | None = None
+    notifications: Notifications | None = None
 
 
 def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deployment:
@@ -218,8 +220,9 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
                     ],
                     endpoint_arns.all,
                 ),
+                iam.statement(["events:PutEvents"], [ctx.arn("events", "event-bus/default")]),
             ],
-            environment={envnames.JOB_QUEUE_ARN: compute.queue.arn},
+            environment={envnames.JOB_QUEUE_ARN: compute.queue.arn, envnames.EVENT_BUS: "default"},
         ),
         "requeue": FunctionSpec(statements=[es]),
     }
@@ -270,8 +273,18 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             name_prefix=names.base,
         ),
     )
+    notifications = Notifications(
+        "notifications",
+        NotificationsArgs(
+            ctx=ctx,
+            cleanup_function_name=functions.functions["cleanup"].function.name,
+            name_prefix=names.base,
+            notify_email=settings.notify_email,
+        ),
+    )
     outputs = {
         "api_url": api.url,
+        "job_events_topic_arn": notifications.topic.arn,
         "state_machine_arn": orchestration.tagging.arn,
         "retry_state_machine_arn": orchestration.retry.arn,
         "artifacts_bucket": storage.bucket.bucket,
@@ -283,7 +296,7 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
     }
     return Deployment(
         storage, network, search, models, compute, functions, orchestration, api, outputs,
-        training,
+        training, notifications,
     )
 
 

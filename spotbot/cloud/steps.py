@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from spotbot.aws.catalog import BotCatalog, CatalogResolver
@@ -263,11 +264,13 @@ def cleanup_step(
     outcome_status: str,
     error: str | None,
     cause: str | None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Stop what the job started and set its final status; safe to run any number of times.
 
     `release_endpoint(job) -> bool` deletes the job's endpoint unless another running job
-    uses it (:func:`spotbot.cloud.endpoints.release_job_endpoint`).
+    uses it (:func:`spotbot.cloud.endpoints.release_job_endpoint`). `announce(detail)`
+    publishes the job's end (every path ends here: success, failure, cancel).
     """
     try:
         job: Job | None = store.get_job(job_id)
@@ -293,6 +296,18 @@ def cleanup_step(
             status=JobStatus(status),
             finished_at=job.finished_at if job.status == status else utcnow(),
             error=cause or None,
+        )
+    if announce is not None and job is not None:
+        announce(
+            {
+                "job_id": job_id,
+                "bot": job.bot,
+                "status": status,
+                "counts": job_counts(store, job_id),
+                "error": error or "",
+                "cause": cause[:MAX_CAUSE],
+                "output": job.output,
+            }
         )
     return {
         "job_id": job_id,

@@ -28,6 +28,7 @@ ENDPOINT_INSTANCE_TYPE = "SPOTBOT_ENDPOINT_INSTANCE_TYPE"
 ENDPOINT_NAME_PREFIX = "SPOTBOT_ENDPOINT_NAME_PREFIX"  # endpoints, configs, models: <prefix>-...
 DEFAULT_INFERENCE = "SPOTBOT_DEFAULT_INFERENCE"
 LOG_LEVEL = "SPOTBOT_LOG_LEVEL"
+EVENT_BUS = "SPOTBOT_EVENT_BUS"  # where cleanup publishes each job's end (default: "default")
 
 # Powertools reads these itself; infra sets them on every function.
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"

@@ -198,6 +198,51 @@ def _assert_outputs(values: list[Any]) -> None:
 
 
 # --- resource groups ----------------------------------------------------------------------------
+def test_every_jobs_end_reaches_the_topic_and_a_failed_cleanup_raises_an_alarm(
+    mocks: SpotbotMocks,
+) -> None:
+    # GIVEN a stack with an address to tell
+    pulumi.runtime.set_all_config({"spotbot:notifyEmail": "ops@example.com"})
+    _deploy(mocks, lambda d: d.outputs["job_events_topic_arn"])
+    by_type: dict[str, list[DeclaredResource]] = {}
+    for resource in mocks.resources:
+        by_type.setdefault(resource.typ, []).append(resource)
+    # THEN the job-ended rule sends spotbot's events to an encrypted topic the address is on
+    (topic,) = by_type["aws:sns/topic:Topic"]
+    assert topic.props["kmsMasterKeyId"] == "alias/aws/sns"
+    (rule,) = [
+        r for r in by_type["aws:cloudwatch/eventRule:EventRule"] if "job-ended" in r.props["name"]
+    ]
+    assert json.loads(rule.props["eventPattern"]) == {
+        "source": ["spotbot"],
+        "detail-type": ["Spotbot Job Ended"],
+    }
+    (subscription,) = by_type["aws:sns/topicSubscription:TopicSubscription"]
+    assert (subscription.props["protocol"], subscription.props["endpoint"]) == (
+        "email",
+        "ops@example.com",
+    )
+    # AND a failing cleanup function raises an alarm on that topic
+    (alarm,) = by_type["aws:cloudwatch/metricAlarm:MetricAlarm"]
+    assert (alarm.props["namespace"], alarm.props["metricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm.props["dimensions"]["FunctionName"].endswith("cleanup")
+    assert alarm.props["alarmActions"] == [topic.props["arn"]]
+    # AND the cleanup function may put events on the default bus, and only there
+    cleanup_policies = [
+        json.loads(r.props["policy"])
+        for r in by_type["aws:iam/rolePolicy:RolePolicy"]
+        if "cleanup" in r.label
+    ]
+    puts = [
+        s for doc in cleanup_policies for s in doc["Statement"] if "events:PutEvents" in s["Action"]
+    ]
+    assert puts and all(
+        s["Resource"]
+        in (_arn("events", "event-bus/default"), [_arn("events", "event-bus/default")])
+        for s in puts
+    ), puts
+
+
 def test_compute_is_spot_with_host_loss_retry(mocks: SpotbotMocks) -> None:
     def check(d: stack.Deployment) -> Any:
         env = d.compute.compute_environments[0]
