@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from spotbot.aws.clients import boto_client
 from spotbot.aws.model_registry import S3ModelRegistry
 from spotbot.aws.settings import CloudSettings, ConfigError
 from spotbot.core import envnames
-from spotbot.core.artifacts import MANIFEST, ModelManifest, ModelRegistry
+from spotbot.core.artifacts import MANIFEST, ModelManifest, ModelRegistry, extract_model_archive
 from spotbot.core.errors import CloudServiceError, ModelError, SpotbotError, UsageError
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.sources import parse_s3_uri
@@ -237,11 +236,7 @@ class SageMakerTraining:
             with _aws(f"downloading {uri}"):
                 self.s3.download_file(bucket, key, str(archive))
             model = Path(tmp) / "model"
-            try:
-                with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(model, filter="data")
-            except (tarfile.TarError, OSError) as exc:
-                raise ModelError(f"{uri}: not a readable model.tar.gz ({exc})") from None
+            extract_model_archive(archive, model, where=uri)
             if not (model / MANIFEST).is_file():
                 raise ModelError(f"{uri}: the model has no {MANIFEST}")
             with _aws("uploading the model to the registry"):

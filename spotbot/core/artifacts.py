@@ -215,12 +215,28 @@ class ModelRegistry:
         return staging
 
 
-def _safe_extract(archive: Path, target: Path) -> None:
+def extract_model_archive(archive: Path, target: Path, where: str | None = None) -> None:
+    """Unpack a model.tar.gz into `target`, refusing members that would land outside it or
+    are links, devices or FIFOs (tarfile's "data" filter where Python has it, 3.11.4+)."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(target, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(target, filter="data")
+            else:  # the same rules, checked by hand
+                root = Path(target).resolve()
+                for member in tar.getmembers():
+                    dest = (root / member.name).resolve()
+                    if not (member.isfile() or member.isdir()) or (
+                        dest != root and root not in dest.parents
+                    ):
+                        raise tarfile.TarError(f"unsafe member {member.name!r}")
+                tar.extractall(target)
     except (tarfile.TarError, OSError) as exc:
-        raise ModelError(f"{archive}: not a readable model.tar.gz ({exc})") from None
+        raise ModelError(f"{where or archive}: not a readable model.tar.gz ({exc})") from None
+
+
+def _safe_extract(archive: Path, target: Path) -> None:
+    extract_model_archive(archive, target)
     entries = [p for p in target.iterdir()]
     # model.tar.gz made from a folder holds that folder; SageMaker's holds the files directly.
     if len(entries) == 1 and entries[0].is_dir() and not (target / MANIFEST).exists():

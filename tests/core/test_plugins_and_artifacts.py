@@ -147,3 +147,21 @@ def test_loading_a_model_for_another_bot_fails_at_load(tmp_path: Path) -> None:
     (ocr / "rec.onnx").write_bytes(b"not a network")
     with pytest.raises(ModelError, match="cannot load the OCR models"):
         OcrZhBot().load(ModelRef("ocr-zh", "1.0", ocr, "test"))
+
+
+def test_a_model_archive_that_climbs_out_of_its_folder_is_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from spotbot.core.artifacts import extract_model_archive
+    from spotbot.core.errors import ModelError
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("../../outside.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ModelError, match="not a readable model.tar.gz"):
+        extract_model_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "outside.txt").exists()
