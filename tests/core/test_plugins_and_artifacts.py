@@ -162,6 +162,6 @@ def test_a_model_archive_that_climbs_out_of_its_folder_is_refused(tmp_path: Path
         info = tarfile.TarInfo("../../outside.txt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    with pytest.raises(ModelError, match="not a readable model.tar.gz"):
+    with pytest.raises(ModelError, match=r"not a readable model\.tar\.gz"):
         extract_model_archive(archive, tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists()
