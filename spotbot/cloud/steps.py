@@ -20,7 +20,7 @@ from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotE
 from spotbot.core.limits import JobLimits, plan_chunks
 from spotbot.core.records import CANCEL_REQUESTED, Job, JobStatus, utcnow
 from spotbot.core.sinks import SUMMARY_JSON
-from spotbot.core.steps import finalize_job, init_job, job_counts, scan_job
+from spotbot.core.steps import finalize_job, init_job, job_counts, requeue_job, scan_job
 from spotbot.core.store import TaskStore
 
 THRESHOLD_ERROR = "Spotbot.FailureThresholdExceeded"
@@ -194,15 +194,7 @@ def requeue_step(
     """Put the job's unfinished and failed tasks back to PENDING and the job back to RUNNING."""
     job = store.get_job(job_id)
     job_definition = _job_definition(job.bot, job_definitions)
-    # RUNNING leftovers of a dead worker first (with no attempt cap: a retry is a fresh start),
-    # then the failed ones, which the store gives a fresh attempt count.
-    store.reclaim_running(job_id, max_attempts=1 << 30)
-    store.requeue_failed(job_id)
-    pending = job_counts(store, job_id)["pending"]
-    changes: dict[str, Any] = {"status": JobStatus.RUNNING, "finished_at": None, "error": None}
-    if request.get("max_failure_pct") is not None:
-        changes["max_failure_pct"] = float(request["max_failure_pct"])
-    store.update_job(job_id, **changes)
+    pending = requeue_job(store, job_id, request.get("max_failure_pct"))
     options: dict[str, Any] = {CANCEL_REQUESTED: None}
     if request.get("poll_seconds") is not None:
         options["poll_seconds"] = int(request["poll_seconds"])

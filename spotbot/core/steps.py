@@ -157,6 +157,20 @@ def scan_job(
     return ScanProgress(pages, written, None, True)
 
 
+def requeue_job(store: TaskStore, job_id: str, max_failure_pct: float | None = None) -> int:
+    """Put a job's failed and unfinished tasks back to PENDING and the job back to RUNNING,
+    for a retry (local `spotbot retry`, the cloud's retry machine); the tasks now pending."""
+    # RUNNING leftovers of a dead worker first (with no attempt cap: a retry is a fresh start),
+    # then the failed ones, which the store gives a fresh attempt count.
+    store.reclaim_running(job_id, max_attempts=1 << 30)
+    store.requeue_failed(job_id)
+    changes: dict[str, Any] = {"status": JobStatus.RUNNING, "finished_at": None, "error": None}
+    if max_failure_pct is not None:
+        changes["max_failure_pct"] = float(max_failure_pct)
+    store.update_job(job_id, **changes)
+    return job_counts(store, job_id)["pending"]
+
+
 def job_counts(store: TaskStore, job_id: str) -> dict[str, int]:
     counts = store.count_tasks(job_id)
     return {

@@ -187,3 +187,56 @@ def test_tag_an_s3_prefix_end_to_end(tmp_path: Path, aws_env: dict[str, str]) ->
     body = s3.get_object(Bucket="results", Key=f"{prefix}results.jsonl")["Body"].read()
     records = {json.loads(x)["key"]: json.loads(x) for x in body.decode().splitlines()}
     assert records["中文 目录/sign one.jpg"]["text"] == "免费无线网络"
+
+
+def test_retry_tags_the_failed_assets_again(tmp_path: Path) -> None:
+    # GIVEN a finished job with a failed asset (a file that was not text)
+    folder = _texts(tmp_path / "texts")
+    env = base_env(tmp_path / "home")
+    bot = "tests.fakebots:WordsBot"
+    first = run_cli(
+        "tag", str(folder), "--bot", bot, "--out", str(tmp_path / "o"), "--json", env=env
+    )
+    job_id = json.loads(first.stdout)["job_id"]
+    assert json.loads(first.stdout)["counts"]["failed"] == 1
+    # WHEN the cause is fixed and the job retried THEN only those assets run again, and pass
+    (folder / "bad.txt").write_text("now it is text")
+    again = run_cli("retry", job_id, "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "1 assets to tag again" in again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["counts"] == {"total": 8, "done": 7, "failed": 0, "skipped": 1}
+    lines = (Path(summary["output"]) / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 8  # one line per asset, the retried one replaced
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_writes_one_row_per_asset_and_tag(tmp_path: Path, fmt: str) -> None:
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    folder = _texts(tmp_path / "texts")
+    env = base_env(tmp_path / "home")
+    done = run_cli(
+        "tag",
+        str(folder),
+        "--bot",
+        "tests.fakebots:WordsBot",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+        env=env,
+    )
+    job_id = json.loads(done.stdout)["job_id"]
+    target = tmp_path / f"results.{fmt}"
+    exported = run_cli("export", job_id, "--format", fmt, "--out", str(target), env=env)
+    assert exported.returncode == 0, exported.stderr
+    table = (pq.read_table(target) if fmt == "parquet" else pa_csv.read_csv(target)).to_pylist()
+    # THEN every asset is there: one row per tag, one row for an asset without tags
+    assert {r["key"] for r in table} == {p.name for p in folder.iterdir()}
+    tagged = [r for r in table if r["status"] == "DONE"]
+    assert all(r["label"] and 0 < r["score"] <= 1 for r in tagged)
+    assert {r["tag_rank"] for r in tagged} >= {0}
+    failed = [r for r in table if r["status"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["error"] and failed[0]["label"] in (None, "")
+    assert run_cli("export", "job-nope", "--out", str(target), env=env).returncode == 2

@@ -1,19 +1,21 @@
-"""Local commands: bots, tag, resume, jobs, status and search."""
+"""Local commands: bots, tag, resume, retry, export, jobs, status and search."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from spotbot.core.artifacts import resolve_model
 from spotbot.core.errors import SpotbotError, UsageError
+from spotbot.core.export import FORMATS, export_rows, write_table
 from spotbot.core.plugins import available_bots, load_bot_class
 from spotbot.core.records import JobStatus
-from spotbot.core.steps import job_counts
+from spotbot.core.steps import job_counts, requeue_job
 from spotbot.core.worker import WorkerConfig
 from spotbot.entry.cli.common import (
     EXIT_INTERRUPTED,
@@ -295,6 +297,50 @@ def _run(runner: LocalRunner, job_id: str, as_json: bool, reopen_failed: bool = 
         runner.on_progress = display
         outcome = runner.run(job_id, reopen_failed=reopen_failed)
     _finish(outcome, as_json)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--max-failures",
+    "max_failure_pct",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="A new failure threshold for the retry [default: the job's].",
+)
+@home_option
+@json_option
+@guarded
+def retry(
+    job_id: str, workers: int | None, max_failure_pct: float | None, home: str | None, as_json: bool
+) -> None:
+    """Tag a finished job's FAILED assets again (the cloud's retry, on this machine)."""
+    runner = _runner(home, workers, as_json)
+    with runner.home.store() as store:  # a finished job has no runner: no lock to take yet
+        job = store.get_job(job_id)
+        if not job.status.is_final:
+            raise UsageError(f"job {job_id} is {job.status}: `spotbot resume {job_id}` finishes it")
+        pending = requeue_job(store, job_id, max_failure_pct)
+    runner.config = WorkerConfig(
+        max_asset_bytes=job.opts.max_asset_bytes or runner.config.max_asset_bytes
+    )
+    click.echo(f"retrying job {job_id}: {pending} assets to tag again", err=True)
+    _run(runner, job_id, as_json)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The file to write.")
+@home_option
+@guarded
+def export(job_id: str, fmt: str, out: str, home: str | None) -> None:
+    """A job's results as a table, one row per asset and tag (CSV or Parquet)."""
+    with open_home(home).store() as store:
+        store.get_job(job_id)  # an unknown job is a usage error, not an empty file
+        rows = write_table(export_rows(store.iter_results(job_id)), Path(out), fmt)
+    click.echo(f"{rows} rows -> {out}", err=True)
 
 
 # -- jobs / status ----------------------------------------------------------------------------
