@@ -675,6 +675,20 @@ class OpenSearchTaskStore(TaskStore):
             counts[TaskStatus(bucket["key"])] = int(bucket["doc_count"])
         return counts
 
+    def shards_with_work(self, job_id: str) -> dict[int, int]:
+        query = self._task_query(job_id, [TaskStatus.PENDING, TaskStatus.RUNNING])
+        body = {
+            "size": 0,
+            "query": query,
+            # A terms aggregation answers at most search.max_buckets (65,535 by default).
+            "aggs": {"by_shard": {"terms": {"field": "shard", "size": 65_535}}},
+        }
+        with self._errors(f"count the shards with work of {job_id}"):
+            resp = self._client.search(index=self.tasks_index, body=body)
+        return {
+            int(b["key"]): int(b["doc_count"]) for b in resp["aggregations"]["by_shard"]["buckets"]
+        }
+
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         job = self.get_job(job_id)
         query = self._task_query(job_id, sorted(FINAL_TASK_STATUSES))

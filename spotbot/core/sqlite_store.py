@@ -16,7 +16,6 @@ from spotbot.core.errors import EnvironmentFault, JobNotFoundError, SpotbotError
 from spotbot.core.records import Job, JobStatus, Result, Task, TaskStatus, utcnow
 from spotbot.core.store import (
     DEFAULT_MAX_ATTEMPTS,
-    MAX_SEARCH_DEPTH,
     SearchHit,
     TaskStore,
     empty_counts,
@@ -375,6 +374,14 @@ class SqliteTaskStore(TaskStore):
             counts[TaskStatus(status)] = n
         return counts
 
+    def shards_with_work(self, job_id: str) -> dict[int, int]:
+        rows = self._query(
+            "SELECT shard, count(*) FROM tasks WHERE job_id = ? AND status IN (?, ?)"
+            " GROUP BY shard",
+            (job_id, str(TaskStatus.PENDING), str(TaskStatus.RUNNING)),
+        )
+        return {int(shard): int(n) for shard, n in rows}
+
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         job = self.get_job(job_id)
         last = ""
@@ -409,7 +416,6 @@ class SqliteTaskStore(TaskStore):
         offset: int = 0,
     ) -> list[SearchHit]:
         match = fts_query(query)
-        limit = min(limit, MAX_SEARCH_DEPTH - offset)
         if not match or limit <= 0:
             return []
         sql = (

@@ -109,6 +109,10 @@ class TaskStore(ABC):
         """How many tasks of the job are in each status (every status present, zeros included)."""
 
     @abstractmethod
+    def shards_with_work(self, job_id: str) -> dict[int, int]:
+        """Shard -> its tasks still to do (PENDING or RUNNING), for shards that have any."""
+
+    @abstractmethod
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         """Every finished task (DONE, FAILED, SKIPPED) of the job as a Result, ordered by key."""
 
@@ -124,7 +128,8 @@ class TaskStore(ABC):
         """Full-text search over result labels and text (OCR lines), best first.
 
         The order is stable (score, then job and key), so `offset` pages through the hits:
-        page n of a listing is offset n * limit. At most MAX_SEARCH_DEPTH hits are reachable.
+        page n of a listing is offset n * limit. OpenSearch reaches MAX_SEARCH_DEPTH hits deep
+        at most (its result window), and so does the API's cursor.
         """
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources

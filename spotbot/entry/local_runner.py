@@ -286,10 +286,12 @@ class LocalRunner:
             scan_job(store, job, open_source(job.source), on_page=on_page)
 
     def _work(self, store: TaskStore, job: Job) -> list[dict[str, Any]]:
-        counts = job_counts(store, job.id)
-        if counts["pending"] == 0:
+        # Only shards with tasks left get a worker (each loads the model once): a one-image
+        # job starts one process, with every core for its model.
+        work = store.shards_with_work(job.id)
+        if not work:
             return []
-        procs = max(1, min(self.workers, job.shards))
+        procs = max(1, min(self.workers, len(work)))
         threads = max(1, default_workers() // procs)
         ctx = multiprocessing.get_context("spawn")
         results: list[dict[str, Any]] = []
@@ -302,7 +304,7 @@ class LocalRunner:
                 pool.submit(
                     run_shard, str(self.home.root), job.id, shard, threads, self.config
                 ): shard
-                for shard in range(job.shards)
+                for shard in sorted(work)
             }
             signalled = False
             while futures:

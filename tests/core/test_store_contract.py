@@ -344,6 +344,21 @@ def test_search_pages_through_every_hit_once(store: TaskStore) -> None:
     assert [k for p in pages for k in p] == whole and sorted(whole) == sorted(keys)
 
 
+def test_shards_with_work_name_only_shards_that_have_tasks_left(store: TaskStore) -> None:
+    # GIVEN a job whose 6 tasks are all in shards 0 and 2 of 4
+    make_job(store)
+    tasks = make_tasks("job-1", 6)
+    for i, task in enumerate(tasks):
+        task.shard = 0 if i < 4 else 2
+    store.put_tasks(tasks)
+    assert store.shards_with_work("job-1") == {0: 4, 2: 2}
+    # WHEN shard 2's tasks are done THEN only shard 0 has work (a RUNNING task counts)
+    done_keys = [t.key for t in claim_all(store, "job-1", 2, 10)]
+    store.complete_tasks([done("job-1", k, ["x"]) for k in done_keys])
+    claim_all(store, "job-1", 0, 1)
+    assert store.shards_with_work("job-1") == {0: 4}
+
+
 def test_search_skips_failed_results(store: TaskStore) -> None:
     make_job(store)
     store.put_tasks(make_tasks("job-1", 1))
