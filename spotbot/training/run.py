@@ -159,7 +159,9 @@ class CarModelTrainer:
 
 
 class SentimentTrainer:
-    """sentiment-zh: spotbot.training.sentiment_zh.train_sentiment, by default from the newest model."""
+    """sentiment-zh: from the newest registered model, else from the shipped e5 model
+    (spotbot.training.sentiment_zh.train_e5_model); a registered transformers model folder
+    trains with train_sentiment."""
 
     bot = "sentiment-zh"
 
@@ -188,9 +190,35 @@ class SentimentTrainer:
         )
 
     def train(self, request: TrainRequest, registry: ModelRegistry | None) -> ModelManifest:
-        from spotbot.training.sentiment_zh import Hyper, train_sentiment
+        from spotbot.bots.sentiment_zh import E5_FILE
+        from spotbot.training.sentiment_zh import E5Hyper, Hyper, train_e5_model, train_sentiment
 
         train, held, _ = self._records(request)
+        base = self.base_dir(request.base, registry)
+        e5_known = set(E5Hyper.__dataclass_fields__)
+        scratch_only = set(Hyper.__dataclass_fields__) - e5_known
+        from_scratch = base is None and bool(scratch_only & set(request.hyperparameters))
+        if (base is not None and (base / E5_FILE).is_file()) or (base is None and not from_scratch):
+            # the default: the shipped e5 model (or a registered e5 fine-tune) trained further;
+            # a compact BERT from scratch only when its architecture (hidden, layers...) is given
+            unknown = sorted(set(request.hyperparameters) - e5_known)
+            if unknown:
+                raise UsageError(
+                    f"unknown sentiment-zh hyperparameters: {', '.join(unknown)}"
+                    f" (known: {', '.join(sorted(e5_known))})"
+                )
+            return train_e5_model(
+                train,
+                request.out,
+                base_file=None if base is None else base / E5_FILE,
+                version=request.version,
+                eval_records=held or None,
+                hyper=E5Hyper(**request.hyperparameters),
+                epochs=request.epochs,
+                seed=request.seed,
+                time_limit=request.time_limit,
+                progress=request.progress,
+            )
         known = set(Hyper.__dataclass_fields__)
         unknown = sorted(set(request.hyperparameters) - known)
         if unknown:
@@ -202,7 +230,7 @@ class SentimentTrainer:
         return train_sentiment(
             train,
             request.out,
-            base=self.base_dir(request.base, registry),
+            base=base,
             epochs=request.epochs,
             seed=request.seed,
             time_limit=request.time_limit,

@@ -145,6 +145,36 @@ def test_sentiment_fine_tuning_improves_on_its_starting_model(tmp_path: Path, co
     assert written.extra["training_seconds"] > 0 and written.labels == ["negative", "positive"]
 
 
+def test_sentiment_training_starts_from_the_shipped_e5_model(tmp_path: Path, corpus) -> None:
+    from spotbot.bots.sentiment_zh import E5_FILE, SentimentZhBot
+    from spotbot.core.artifacts import ModelRef
+
+    train, heldout = corpus
+    # GIVEN no registered sentiment-zh model and a user's few hundred labelled reviews
+    registry = ModelRegistry(tmp_path / "registry")
+    # WHEN they train with no --base and no architecture settings
+    manifest = run_training(
+        TrainRequest(
+            "sentiment-zh",
+            write_csv(tmp_path / "mine.csv", train[:300]),
+            tmp_path / "mine",
+            validation=write_csv(tmp_path / "heldout.csv", heldout[:200]),
+            epochs=1,
+            version="mine-1",
+            hyperparameters={"lr": 1e-5, "head_lr": 1e-4},
+        ),
+        registry,
+    )
+    # THEN the model is the pretrained e5 trained further: accurate from the start, and it tags
+    written = ModelManifest.read(tmp_path / "mine")
+    assert written.extra["base"].startswith("built-in snownlp-e5")
+    assert (tmp_path / "mine" / E5_FILE).is_file()
+    assert manifest.metrics["accuracy"] > 0.8, manifest.metrics
+    bot = SentimentZhBot()
+    bot.load(ModelRef(bot.name, "mine-1", tmp_path / "mine", "test"))
+    assert bot.predict(["房间干净，服务热情！"])[0]["tags"][0]["label"] == "positive"
+
+
 # --- the /opt/ml contract, as a plain process ---------------------------------------------
 
 
