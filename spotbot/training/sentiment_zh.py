@@ -85,6 +85,19 @@ class Hyper:
     soft_weight: float = 0.9  # share of the loss on soft_targets, when they are given
 
 
+def _begin_training(records: Sequence[LabelledText], seed: int, threads: int | None) -> float:
+    """Refuse data of one label, seed every generator, set torch's threads; the start time."""
+    import torch
+
+    if len({r.label for r in records}) < 2:
+        raise TrainingDataError("training needs examples of both positive and negative")
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return time.monotonic()
+
+
 def train_sentiment(
     train_records: Sequence[LabelledText],
     out_dir: str | Path,
@@ -122,13 +135,7 @@ def train_sentiment(
 
     hyper = hyper or Hyper()
     epochs = epochs or hyper.epochs
-    if len({r.label for r in train_records}) < 2:
-        raise TrainingDataError("training needs examples of both positive and negative")
-    if threads:
-        torch.set_num_threads(threads)
-    random.seed(seed)
-    torch.manual_seed(seed)
-    started = time.monotonic()
+    started = _begin_training(train_records, seed, threads)
 
     if base is not None:
         base = Path(base)
@@ -751,13 +758,7 @@ def train_e5(
     from spotbot.bots.e5_encoder import build_tokenizer as e5_tokenizer
 
     hyper = hyper or E5Hyper()
-    if len({r.label for r in train_records}) < 2:
-        raise TrainingDataError("training needs examples of both positive and negative")
-    if threads:
-        torch.set_num_threads(threads)
-    random.seed(seed)
-    torch.manual_seed(seed)
-    started = time.monotonic()
+    started = _begin_training(train_records, seed, threads)
     if base_file is not None:
         model, tokenizer, _ = e5_sentiment.load_head(Path(base_file))
         keep = None
