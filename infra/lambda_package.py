@@ -164,6 +164,8 @@ def _build_folder(folder: Path, architecture: str) -> None:
         )
     _drop_distributions(staging, PROVIDED | CLI_ONLY | UNUSED_TRANSPORT)
     shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: not run in Lambda
+    # Model weights that ship in the package (sentiment-zh's) serve workers, never a handler.
+    shutil.rmtree(staging / "spotbot" / "bots" / "data", ignore_errors=True)
     for pycache in list(staging.rglob("__pycache__")):
         shutil.rmtree(pycache, ignore_errors=True)
     handlers = staging / "functions"

@@ -45,6 +45,7 @@ def test_the_package_holds_the_distribution_and_no_more_than_the_handlers_need(
     for absent in ("boto3", "botocore", "aws_lambda_powertools", "pydantic", "click", "torch"):
         assert absent not in tops, absent
     assert not any(t.startswith(("torch", "transformers", "autogluon", "rapidocr")) for t in tops)
+    assert not any(name.startswith("spotbot/bots/data/") for name in names)  # workers' weights
     assert lambda_package.unzipped_bytes < UNZIPPED_LIMIT_BYTES
 
 
