@@ -9,14 +9,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from infra.lambda_package import UNZIPPED_LIMIT_BYTES, PackageTooLargeError, check_size
 from spotbot.aws.settings import CloudSettings
 from spotbot.core import envnames
 from spotbot.core.records import Result, TaskStatus
-from tests.functions.conftest import api_event, response_json
+from tests.functions.conftest import api_event, deploy_function_resources, response_json
 from tests.lambda_support import LambdaRuntime, invoke
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics")]
@@ -58,33 +57,8 @@ def test_a_package_over_lambdas_limit_is_an_error_that_says_why() -> None:
 @pytest.fixture
 def deployment(aws_env: dict[str, str], osmem_clone: Any) -> dict[str, Any]:
     """Buckets, state machines and a Batch queue in the moto server; the functions' env."""
-    s3 = boto3.client("s3", region_name=REGION)
-    for bucket in (INPUT, OUTPUT, ARTIFACTS):
-        s3.create_bucket(Bucket=bucket)
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    definition = json.dumps({"StartAt": "Go", "States": {"Go": {"Type": "Pass", "End": True}}})
-    for arn in (TAGGING_ARN, RETRY_ARN):
-        sfn.create_state_machine(
-            name=arn.rsplit(":", 1)[-1],
-            definition=definition,
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/pkg-states",
-        )
-    batch = boto3.client("batch", region_name=REGION)
-    role = boto3.client("iam").create_role(RoleName="pkg-batch", AssumeRolePolicyDocument="{}")
-    environment = batch.create_compute_environment(
-        computeEnvironmentName="pkg-spot",
-        type="UNMANAGED",
-        state="ENABLED",
-        serviceRole=role["Role"]["Arn"],
-    )
-    batch.create_job_queue(
-        jobQueueName="pkg-queue",
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[
-            {"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}
-        ],
-    )
+    clients = deploy_function_resources((INPUT, OUTPUT, ARTIFACTS), (TAGGING_ARN, RETRY_ARN), "pkg")
+    s3, sfn = clients["s3"], clients["stepfunctions"]
     env = {
         **aws_env,
         "POWERTOOLS_TRACE_DISABLED": "1",

@@ -93,41 +93,60 @@ def cloud_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -
     return values
 
 
+def deploy_function_resources(
+    buckets: tuple[str, ...], machine_arns: tuple[str, ...], prefix: str
+) -> dict[str, Any]:
+    """What the functions call, in moto (in process or a server, by the environment): buckets,
+    state machines with a trivial definition (the tests drive the functions, not the machine)
+    and a Batch queue `<prefix>-queue`. The clients, and the queue as created."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in buckets:
+        s3.create_bucket(Bucket=bucket)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    definition = json.dumps({"StartAt": "Go", "States": {"Go": {"Type": "Pass", "End": True}}})
+    for arn in machine_arns:
+        sfn.create_state_machine(
+            name=arn.rsplit(":", 1)[-1],
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/{prefix}-states",
+        )
+    batch = boto3.client("batch", region_name=REGION)
+    role = boto3.client("iam").create_role(
+        RoleName=f"{prefix}-batch", AssumeRolePolicyDocument="{}"
+    )
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=f"{prefix}-spot",
+        type="UNMANAGED",
+        state="ENABLED",
+        serviceRole=role["Role"]["Arn"],
+    )
+    queue = batch.create_job_queue(
+        jobQueueName=f"{prefix}-queue",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[
+            {"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}
+        ],
+    )
+    return {"s3": s3, "stepfunctions": sfn, "batch": batch, "queue": queue}
+
+
 @pytest.fixture
 def aws(cloud_env: dict[str, str]) -> Iterator[dict[str, Any]]:
     """moto in process with the deployment's buckets, state machines and Batch queue."""
     import boto3
 
     with mock_aws(config={"batch": {"use_docker": False}}):
-        s3 = boto3.client("s3", region_name=REGION)
-        for bucket in (ARTIFACTS, INPUT, OUTPUT, FOREIGN):
-            s3.create_bucket(Bucket=bucket)
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        # A trivial definition: these tests drive the functions, not the machine.
-        definition = json.dumps({"StartAt": "Go", "States": {"Go": {"Type": "Pass", "End": True}}})
-        for arn in (TAGGING_ARN, RETRY_ARN):
-            sfn.create_state_machine(
-                name=arn.rsplit(":", 1)[-1],
-                definition=definition,
-                roleArn=f"arn:aws:iam::{ACCOUNT}:role/spotbot-states",
-            )
-        batch = boto3.client("batch", region_name=REGION)
-        role = boto3.client("iam").create_role(
-            RoleName="spotbot-batch", AssumeRolePolicyDocument="{}"
+        clients = deploy_function_resources(
+            (ARTIFACTS, INPUT, OUTPUT, FOREIGN), (TAGGING_ARN, RETRY_ARN), "spotbot"
         )
-        environment = batch.create_compute_environment(
-            computeEnvironmentName="spotbot-spot",
-            type="UNMANAGED",
-            state="ENABLED",
-            serviceRole=role["Role"]["Arn"],
-        )
-        queue = batch.create_job_queue(
-            jobQueueName="spotbot-queue",
-            state="ENABLED",
-            priority=1,
-            computeEnvironmentOrder=[
-                {"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}
-            ],
+        s3, sfn, batch, queue = (
+            clients["s3"],
+            clients["stepfunctions"],
+            clients["batch"],
+            clients["queue"],
         )
         assert queue["jobQueueArn"] == cloud_env[envnames.JOB_QUEUE_ARN]
         yield {
