@@ -20,6 +20,7 @@ from spotbot.core.store import (
     TaskStore,
     empty_counts,
 )
+from spotbot.core.wal_check import check_wal
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class SqliteTaskStore(TaskStore):
                 " a new store starts here (see `spotbot doctor`)",
                 self.path,
             )
+        if check and (damage := check_wal(self.path)):
+            raise StoreError(damage.message(self.path))
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False

@@ -12,6 +12,7 @@ from spotbot.core.artifacts import MANIFEST, ModelManifest
 from spotbot.core.errors import ModelError, StoreError
 from spotbot.core.records import JobStatus
 from spotbot.core.sqlite_store import SqliteTaskStore, salvage
+from spotbot.core.wal_check import check_wal
 from spotbot.entry.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -72,6 +73,18 @@ def _check_store(home: Home, findings: Findings, do_salvage: bool) -> None:
             f"the task store {path} is empty (0 bytes): the jobs it held are gone; their"
             " results are still in each job's output folder"
         )
+        return
+    damage = check_wal(path)
+    if damage and not do_salvage:
+        findings.problems.append(
+            f"the task store's write-ahead log {damage.wal} is damaged at frame {damage.frame}"
+            f" of {damage.frames} ({damage.lost_commits} later commits cannot be replayed):"
+            " `spotbot doctor --salvage` keeps the store as of the last commit before the damage"
+            " (`spotbot resume` then tags again what was lost) and puts the damaged files aside"
+        )
+        return
+    if damage:
+        _salvage(path, findings)
         return
     try:
         store = SqliteTaskStore(path, check=False)
