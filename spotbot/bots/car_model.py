@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from spotbot.bots.imaging import decode_image
+from spotbot.bots.precision import precision_choice
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot, Prediction
 from spotbot.core.errors import ModelError
@@ -127,26 +128,11 @@ def resolve_backbone(name: str | None) -> str:
     return arch
 
 
-def _native_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (emulated bf16 is slower than fp32)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def inference_dtype() -> torch.dtype:
     """The dtype the bot's networks run in, from SPOTBOT_CAR_PRECISION (see PRECISION_ENV)."""
     import torch
 
-    choice = os.environ.get(PRECISION_ENV, "auto").strip().lower()
-    if choice not in ("auto", "fp32", "bf16"):
-        raise ModelError(f"{PRECISION_ENV}={choice!r}: use auto, fp32 or bf16")
-    if choice == "bf16" or (choice == "auto" and _native_bf16()):
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if precision_choice(PRECISION_ENV) == "bf16" else torch.float32
 
 
 def _for_inference(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from spotbot.bots.precision import precision_choice
 from spotbot.bots.textcodec import decode_text
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot, Prediction
@@ -33,9 +34,11 @@ from spotbot.core.errors import ModelError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
-# Dynamic int8 Linear layers, on unless this is "0": on the held-out reviews 2.5x the texts/s
-# of fp32 for -0.1 point of accuracy (benchmarks/bench_sentiment.py).
-QUANTIZE_ENV = "SPOTBOT_SENTIMENT_QUANTIZE"
+# "auto" (bf16 where the CPU computes it natively, else fp32), "fp32", "bf16" or "int8" (dynamic
+# int8 Linear layers). On the held-out reviews (benchmarks/bench_sentiment.py) bf16 keeps fp32's
+# accuracy at about 2.5x its texts/s; int8 is faster still but costs 1.8 points, so it is opt-in.
+PRECISION_ENV = "SPOTBOT_SENTIMENT_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 BUILD_HINT = "import one with `spotbot models import PATH`"
 E5_FILE = "sentiment_zh_e5.safetensors"  # a fine-tuned e5 inside a model directory
 MAX_CHUNKS = 8
@@ -86,8 +89,7 @@ class SentimentZhBot(Bot):
         )
         positions = getattr(self._model.config, "max_position_embeddings", 512)
         self._max_length = min(int(length or 512), int(positions or 512), 512)
-        if os.environ.get(QUANTIZE_ENV, "1") != "0":
-            self._model = _quantized(self._model)
+        self._model = _for_inference(self._model)
 
     def _load_e5(self, path: Path | None, threads: int) -> None:
         from spotbot.bots import e5_sentiment
@@ -100,9 +102,7 @@ class SentimentZhBot(Bot):
         self._max_length = int(meta.get("max_length") or 128)
         self._prefix = QUERY_PREFIX
         self._prefix_len = len(e5_sentiment.prefix_ids(self._tokenizer))
-        # fp32 unless asked: dynamic int8 cost this model 1.8 points of held-out accuracy
-        # (83.3 % vs 85.1 %, benchmarks/bench_sentiment.py) for 3x the texts/s
-        self._model = _quantized(model) if os.environ.get(QUANTIZE_ENV, "0") == "1" else model
+        self._model = _for_inference(model)
 
     def decode(self, data: bytes, key: str) -> str:
         text, _encoding = decode_text(data)
@@ -130,6 +130,19 @@ class SentimentZhBot(Bot):
             ]
             results.append({"tags": tags, "positive": round(p, 4)})
         return results
+
+
+def _for_inference(model: Any) -> Any:
+    """The model in the precision SPOTBOT_SENTIMENT_PRECISION asks for (see PRECISION_ENV)."""
+    import torch
+
+    precision = precision_choice(PRECISION_ENV, PRECISIONS)
+    log.debug("sentiment-zh runs in %s", precision)
+    if precision == "int8":
+        return _quantized(model)
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    return model
 
 
 def _quantized(model: Any) -> Any:

@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from spotbot.bots.sentiment_zh import (
     CHECKPOINT_ENV,
     MAX_CHUNKS,
+    PRECISION_ENV,
     SentimentZhBot,
     positive_probabilities,
 )
@@ -326,6 +327,38 @@ def test_builtin_model_tags_clear_reviews(builtin_bot: SentimentZhBot) -> None:
     for path, result in zip(texts, results, strict=True):
         expected = "positive" if "positive" in path.stem else "negative"
         assert result["tags"][0]["label"] == expected, (path.name, result)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_precision_agrees_with_fp32_on_heldout_reviews(
+    builtin_bot: SentimentZhBot, precision: str, corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the default bot (bf16 where the CPU has it natively) and one in a forced precision
+    _, heldout = corpus
+    texts = [r.text for r in heldout[:96]]
+    monkeypatch.setenv(PRECISION_ENV, precision)
+    forced = SentimentZhBot()
+    forced.load(ModelRef(forced.name, SentimentZhBot.builtin_version, None, "built-in"))
+    assert forced._model.dtype == (torch_dtype(precision))
+    # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few
+    a, b = builtin_bot.predict(texts), forced.predict(texts)
+    same = sum(x["tags"][0]["label"] == y["tags"][0]["label"] for x, y in zip(a, b, strict=True))
+    assert same >= len(texts) - 2, same
+    for x, y in zip(a, b, strict=True):
+        assert x["positive"] == pytest.approx(y["positive"], abs=0.05)
+
+
+def torch_dtype(precision: str) -> object:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def test_an_unknown_precision_is_a_one_line_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    bot = SentimentZhBot()
+    with pytest.raises(ModelError, match="SPOTBOT_SENTIMENT_PRECISION='fp8': use auto, fp32, bf16"):
+        bot.load(ModelRef(bot.name, SentimentZhBot.builtin_version, None, "built-in"))
 
 
 def test_builtin_model_reads_full_width_punctuation_and_long_texts(
