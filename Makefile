@@ -15,7 +15,7 @@ export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv fonts demo test test-fast lint bench models artifacts clean
+.PHONY: all venv fonts demo test test-images test-fast lint bench models artifacts clean
 
 all: test
 
@@ -55,11 +55,16 @@ demo: $(STAMP)
 
 test: $(STAMP) $(SFN_STAMP) fonts
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not stepfunctions"
+	$(BIN)/python -m pytest -m "not stepfunctions and not torch_image"
 	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/workflows
 
+# The torch images' dependency sets (car-model, sentiment-zh: 1.4-2.3 GB each), each in a clean
+# venv, their serve/work/train entry points run on real inputs. CI runs it after `make test`.
+test-images: $(STAMP) fonts
+	$(BIN)/python -m pytest -m torch_image tests/artifacts/test_image_env.py
+
 test-fast: $(STAMP) fonts
-	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions"
+	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions and not torch_image"
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
