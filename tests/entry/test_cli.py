@@ -240,3 +240,27 @@ def test_export_writes_one_row_per_asset_and_tag(tmp_path: Path, fmt: str) -> No
     failed = [r for r in table if r["status"] == "FAILED"]
     assert len(failed) == 1 and failed[0]["error"] and failed[0]["label"] in (None, "")
     assert run_cli("export", "job-nope", "--out", str(target), env=env).returncode == 2
+
+
+SPOTBOT_LINES = ("job ", "scanned ", "tagged ", "results: ")
+
+
+@pytest.mark.parametrize(
+    ("bot", "folder"), [("ocr-zh", "signs"), ("car-model", "photos"), ("sentiment-zh", "texts")]
+)
+def test_a_built_in_bot_prints_only_spotbot_lines(tmp_path: Path, bot: str, folder: str) -> None:
+    # WHEN a built-in bot tags its examples (its engine loads: onnxruntime, AutoGluon/timm, torch)
+    proc = run_cli(
+        "tag",
+        str(EXAMPLES / folder),
+        "--bot",
+        bot,
+        "--out",
+        str(tmp_path / "out"),
+        env=base_env(tmp_path / "home"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # THEN no third-party progress bar, warning or banner reaches the user: only spotbot's lines
+    foreign = [line for line in proc.stderr.splitlines() if not line.startswith(SPOTBOT_LINES)]
+    assert not foreign, foreign
+    assert "SUCCEEDED" in proc.stderr
