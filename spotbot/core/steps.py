@@ -23,6 +23,7 @@ from spotbot.core.records import (
     shard_of,
     utcnow,
 )
+from spotbot.core.report import write_report
 from spotbot.core.shard import job_bot_class
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import ScanEntry, Source
@@ -190,8 +191,11 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     return max((parse(end) - parse(start)).total_seconds(), 0.0)
 
 
-def finalize_job(store: TaskStore, sink: ResultSink, job: Job) -> dict[str, Any]:
-    """Count, write results.jsonl and summary.json, and set the job's final status."""
+def finalize_job(
+    store: TaskStore, sink: ResultSink, job: Job, source: Source | None = None
+) -> dict[str, Any]:
+    """Count, write results.jsonl, summary.json and report.html (thumbnails read from `source`),
+    and set the job's final status."""
     counts = job_counts(store, job.id)
     unfinished = counts["pending"] + counts["running"]
     if unfinished:
@@ -224,5 +228,6 @@ def finalize_job(store: TaskStore, sink: ResultSink, job: Job) -> dict[str, Any]
         "assets_per_second": round(attempted / elapsed, 3) if elapsed else None,
     }
     sink.write_summary(job.id, summary)
+    write_report(store, sink, job, summary, source)
     store.update_job(job.id, status=status, finished_at=finished, error=error)
     return summary

@@ -1,4 +1,4 @@
-"""Local commands: bots, tag, resume, retry, export, jobs, status and search."""
+"""Local commands: bots, tag, resume, retry, export, report, jobs, status and search."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
+from spotbot.aws.locations import open_sink, open_source
 from spotbot.core.artifacts import resolve_model
 from spotbot.core.errors import SpotbotError, UsageError
 from spotbot.core.export import FORMATS, export_rows, write_table
 from spotbot.core.plugins import available_bots, load_bot_class
 from spotbot.core.records import JobStatus
+from spotbot.core.report import stored_summary, write_report
 from spotbot.core.steps import job_counts, requeue_job
 from spotbot.core.worker import WorkerConfig
 from spotbot.entry.cli.common import (
@@ -341,6 +343,22 @@ def export(job_id: str, fmt: str, out: str, home: str | None) -> None:
         store.get_job(job_id)  # an unknown job is a usage error, not an empty file
         rows = write_table(export_rows(store.iter_results(job_id)), Path(out), fmt)
     click.echo(f"{rows} rows -> {out}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@home_option
+@guarded
+def report(job_id: str, home: str | None) -> None:
+    """Write a finished job's report.html again (thumbnails read from its source)."""
+    with open_home(home).store() as store:
+        job = store.get_job(job_id)
+        if not job.status.is_final:
+            raise UsageError(f"job {job_id} is {job.status}: its report is written when it ends")
+        sink = open_sink(job.output)
+        summary = stored_summary(store, sink, job)
+        where = write_report(store, sink, job, summary, open_source(job.source))
+    click.echo(f"report -> {where}", err=True)
 
 
 # -- jobs / status ----------------------------------------------------------------------------
