@@ -170,7 +170,7 @@ def finalize_step(
     if max_failure_pct is not None and max_failure_pct != job.max_failure_pct:
         job = store.update_job(job_id, max_failure_pct=float(max_failure_pct))
     sink = S3Sink(job.output, client=s3)
-    summary = finalize_job(store, sink, job)
+    summary = finalize_job(store, sink, job, source=S3Source(job.source, client=s3))
     counts = job_counts(store, job_id)
     failed = summary["status"] == JobStatus.FAILED
     return {

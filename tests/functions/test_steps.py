@@ -252,6 +252,10 @@ def test_finalize_writes_summary_and_manifest(
     )
     records = [json.loads(line) for line in lines]
     assert len(records) == 21 and len({r["key"] for r in records}) == 21
+    # and the report lands beside summary.json, through the same sink
+    report = s3.get_object(Bucket=OUTPUT, Key="tags/job-fin/report.html")
+    assert report["ContentType"].startswith("text/html")
+    assert b"<b>21</b>total" in report["Body"].read()
     assert store.get_job("job-fin").status == JobStatus.SUCCEEDED
 
 
