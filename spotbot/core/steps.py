@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot
+from spotbot.core.cost import SourceSample
 from spotbot.core.errors import UsageError
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.records import (
@@ -116,6 +117,38 @@ def task_for(job: Job, bot_cls: type[Bot], entry: ScanEntry, max_asset_bytes: in
 
 def scan_job(
     store: TaskStore,
+#: Listing pages an estimate reads before it stops and calls its figures a lower bound.
+ESTIMATE_PAGES = 10
+
+
+def sample_source(
+    source: Source,
+    bot_cls: type[Bot],
+    max_pages: int = ESTIMATE_PAGES,
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+) -> SourceSample:
+    """Step 0 (estimate): count and size what the bot would tag, over the first `max_pages`
+    listing pages; whether the listing ended there is part of the answer."""
+    if max_pages < 1:
+        raise UsageError("an estimate reads at least one listing page")
+    probe = Job(id="estimate", bot=bot_cls.name, source=source.uri, output="")
+    listed = accepted = size = pages = 0
+    complete = False
+    for page in source.scan_pages():
+        pages += 1
+        listed += len(page.entries)
+        for entry in page.entries:
+            if task_for(probe, bot_cls, entry, max_asset_bytes).status == TaskStatus.PENDING:
+                accepted += 1
+                size += entry.size or 0
+        if page.next_token is None:
+            complete = True
+            break
+        if pages >= max_pages:
+            break
+    return SourceSample(listed, accepted, size, pages, complete)
+
+
     job: Job,
     source: Source,
     *,

@@ -1,0 +1,133 @@
+"""Calibration of the cost estimate: each built-in bot's throughput, and the estimate's accuracy.
+
+1. Measures every built-in bot on its bundled samples (examples/photos, texts, signs) with
+   all cores, and writes spotbot/core/data/calibration.json: the reference machine's rate
+   ("local", scaled by cores on other machines) and one row per instance type of the price
+   table, scaled by vCPUs from the same measurement (the basis says so).
+2. Accuracy: runs real local jobs (`LocalRunner`, as `spotbot tag` does) over the bundled
+   samples and over a generated source of N text assets, and sets each run's wall time beside
+   the estimate made before it. Target: within 20 %.
+
+    python -m benchmarks.bench_calibration [--seconds S] [--generated N] [--no-write]
+
+Results go to benchmarks/results/calibration.json and a table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from spotbot.core.artifacts import ModelRegistry
+from spotbot.core.calibration import SAMPLE_FOLDERS, cpu_name, measure, priced_locally, scaled_to
+from spotbot.core.cost import LOCAL, Calibration, Throughput, default_prices, estimate_job
+from spotbot.core.plugins import load_bot_class
+from spotbot.core.sources import LocalSource
+from spotbot.core.steps import sample_source
+from spotbot.core.worker import available_cpus
+from spotbot.entry.local_runner import LocalRunner
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+TABLE = REPO / "spotbot" / "core" / "data" / "calibration.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def calibrate(seconds: float, registry: ModelRegistry) -> Calibration:
+    book = default_prices()
+    entries: dict[tuple[str, str], Throughput] = {}
+    for bot, folder in sorted(SAMPLE_FOLDERS.items()):
+        rate = priced_locally(measure(bot, EXAMPLES / folder, registry, min_seconds=seconds), book)
+        reference = Throughput(
+            **{
+                **{k: getattr(rate, k) for k in rate.__dataclass_fields__},
+                "basis": rate.basis.replace("measured here: ", "reference machine: "),
+            }
+        )
+        entries[(bot, LOCAL)] = reference
+        for itype, price in book.instances.items():
+            entries[(bot, itype)] = scaled_to(rate, itype, price.vcpus)
+        print(f"{bot}: {rate.assets_per_second:.2f} assets/s, load {rate.load_seconds:.1f}s")
+    return Calibration(entries, "spotbot's calibration table")
+
+
+def generated_texts(folder: Path, count: int) -> Path:
+    """`count` reviews: copies of the bundled ones (their encodings kept), under new names."""
+    texts = sorted((EXAMPLES / "texts").glob("*.txt"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        src = texts[i % len(texts)]
+        shutil.copyfile(src, folder / f"{i:05d}-{src.name}")
+    return folder
+
+
+def accuracy(bot: str, source: Path, calibration: Calibration, home: Path) -> dict[str, Any]:
+    """A real local job's wall time (create to finalize) beside the estimate made before it."""
+    cpus = available_cpus()
+    sample = sample_source(LocalSource(source), load_bot_class(bot))
+    est = estimate_job(bot, sample, calibration, default_prices(), local_cpus=cpus)
+    predicted = est.compute[0].duration_seconds
+    runner = LocalRunner(home, workers=cpus)
+    began = time.perf_counter()
+    job = runner.create(bot=bot, source=str(source), output=str(home / "out"))
+    outcome = runner.run(job.id)
+    actual = time.perf_counter() - began
+    assert outcome.summary is not None and outcome.summary["counts"]["done"] == sample.accepted
+    return {
+        "bot": bot,
+        "source": source.name,
+        "assets": sample.accepted,
+        "estimated_seconds": round(predicted, 1),
+        "actual_seconds": round(actual, 1),
+        "error_pct": round(100 * (predicted - actual) / actual, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0, help="measure each bot this long")
+    parser.add_argument("--generated", type=int, default=2000, help="generated text assets")
+    parser.add_argument("--no-write", action="store_true", help="leave the committed table")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
+    try:
+        registry = ModelRegistry(work / "models")
+        calibration = calibrate(args.seconds, registry)
+        if not args.no_write:
+            TABLE.write_text(json.dumps(calibration.to_dict(), indent=2, sort_keys=True) + "\n")
+            print(f"wrote {TABLE.relative_to(REPO)}")
+        runs = [
+            accuracy(bot, EXAMPLES / folder, calibration, work / f"home-{bot}")
+            for bot, folder in sorted(SAMPLE_FOLDERS.items())
+        ]
+        if args.generated:
+            texts = generated_texts(work / "generated", args.generated)
+            runs.append(accuracy("sentiment-zh", texts, calibration, work / "home-generated"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{'bot':14} {'source':12} {'assets':>7} {'estimate s':>11} {'actual s':>9} {'error':>7}"
+    )
+    for run in runs:
+        print(
+            f"{run['bot']:14} {run['source']:12} {run['assets']:7} {run['estimated_seconds']:11}"
+            f" {run['actual_seconds']:9} {run['error_pct']:6}%"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "calibration.json").write_text(
+        json.dumps({"cpu": cpu_name(), "cores": available_cpus(), "runs": runs}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
