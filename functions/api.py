@@ -38,6 +38,7 @@ from functions.api_models import (
     BotView,
     CancelResult,
     ErrorBody,
+    JobEstimate,
     JobList,
     JobRequest,
     JobStarted,
@@ -50,6 +51,7 @@ from functions.api_models import (
 from functions.deployment import Deployment
 from spotbot.aws.catalog import CustomBotSpec
 from spotbot.cloud import control
+from spotbot.cloud.estimate import estimate_request
 from spotbot.core import envnames
 from spotbot.core.errors import (
     BotNotFoundError,
@@ -188,13 +190,24 @@ def _json(model: Any, status: HTTPStatus = HTTPStatus.OK) -> Response[Any]:
             "content": {"application/json": {"model": JobStarted}},
         },
         200: {
-            "description": "The client token named a job started before",
-            "content": {"application/json": {"model": JobStarted}},
+            "description": "The client token named a job started before (JobStarted), or the"
+            " estimate of a dry run (JobEstimate)",
+            "content": {"application/json": {"model": JobStarted | JobEstimate}},
         },
         **_ERRORS,
     },
 )
-def create_job(request: Annotated[JobRequest, Body()]) -> Response[JobStarted]:
+def create_job(request: Annotated[JobRequest, Body()]) -> Response[JobStarted | JobEstimate]:
+    if request.dry_run:
+        estimate = estimate_request(
+            deployment.settings,
+            deployment.catalog,
+            request.model_dump(),
+            s3=deployment.s3,
+            ec2=deployment.ec2,
+            pricing=deployment.pricing,
+        )
+        return _json(JobEstimate.model_validate(estimate))
     job_id, started = control.start_job(
         deployment.settings,
         deployment.catalog,

@@ -33,6 +33,7 @@ BotName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]
 ClientToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Extension = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,16}$")]
+InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,15}\.[a-z0-9]{1,16}$")]
 
 
 class _Request(BaseModel):
@@ -50,6 +51,16 @@ class JobRequest(_Request):
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
     client_token: ClientToken | None = Field(
         default=None, description="the same token never starts a second job; a retried POST is safe"
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="true: start nothing; answer 200 with the job's estimate (JobEstimate)",
+    )
+    instance_types: list[InstanceType] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        description="dry run: the EC2 instance types to price [default: every calibrated type]",
     )
 
 
@@ -75,6 +86,42 @@ class JobStarted(BaseModel):
     job_id: str
     created: bool = Field(description="false when the client token named an existing job")
     status_url: str
+
+
+class SampleView(BaseModel):
+    listed: int
+    accepted: int = Field(description="assets the bot would tag")
+    accepted_bytes: int
+    pages: int = Field(description="listing pages read")
+    complete: bool = Field(description="false: the listing was sampled; figures are lower bounds")
+
+
+class ComputeView(BaseModel):
+    instance_type: str
+    vcpus: int | None = None
+    instances: int = Field(description="instances run at once")
+    assets_per_second: float = Field(description="per instance, from the calibration table")
+    duration_seconds: float
+    instance_hours: float
+    spot_usd: float | None = None
+    on_demand_usd: float | None = None
+    basis: str
+    price_source: str
+
+
+class JobEstimate(BaseModel):
+    dry_run: bool = True
+    bot: str
+    sample: SampleView
+    compute: list[ComputeView]
+    requests_usd: float = Field(description="S3 GETs, a PUT per result object, LISTs")
+    request_counts: dict[str, int]
+    managed: dict[str, Any] | None = Field(
+        default=None, description="the managed AWS service that does this job, at list price"
+    )
+    prices: str = Field(description="where the prices come from")
+    calibration: str
+    notes: list[str]
 
 
 class JobCounts(BaseModel):

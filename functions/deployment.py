@@ -39,6 +39,15 @@ class Deployment:
         return boto_client("s3", self.settings.region)
 
     @cached_property
+    def ec2(self) -> Any:
+        return boto_client("ec2", self.settings.region)
+
+    @cached_property
+    def pricing(self) -> Any:
+        # The Pricing API answers in us-east-1 (and two other regions) only.
+        return boto_client("pricing", "us-east-1")
+
+    @cached_property
     def catalog(self) -> BotCatalog:
         return BotCatalog(self.settings.artifacts_bucket, client=self.s3)
 

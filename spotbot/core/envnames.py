@@ -27,6 +27,8 @@ IMAGE_URIS = "SPOTBOT_IMAGE_URIS"  # JSON {bot: image URI by digest}, for SageMa
 ENDPOINT_INSTANCE_TYPE = "SPOTBOT_ENDPOINT_INSTANCE_TYPE"
 ENDPOINT_NAME_PREFIX = "SPOTBOT_ENDPOINT_NAME_PREFIX"  # endpoints, configs, models: <prefix>-...
 DEFAULT_INFERENCE = "SPOTBOT_DEFAULT_INFERENCE"
+INSTANCE_PRICES = "SPOTBOT_INSTANCE_PRICES"  # the API's dry run: {type: {vcpus, on_demand, spot}}
+MAX_VCPUS = "SPOTBOT_MAX_VCPUS"  # the Spot compute environment's limit (how many run at once)
 LOG_LEVEL = "SPOTBOT_LOG_LEVEL"
 EVENT_BUS = "SPOTBOT_EVENT_BUS"  # where cleanup publishes each job's end (default: "default")
 

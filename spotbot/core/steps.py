@@ -115,8 +115,6 @@ def task_for(job: Job, bot_cls: type[Bot], entry: ScanEntry, max_asset_bytes: in
     return task
 
 
-def scan_job(
-    store: TaskStore,
 #: Listing pages an estimate reads before it stops and calls its figures a lower bound.
 ESTIMATE_PAGES = 10
 
@@ -149,6 +147,8 @@ def sample_source(
     return SourceSample(listed, accepted, size, pages, complete)
 
 
+def scan_job(
+    store: TaskStore,
     job: Job,
     source: Source,
     *,
