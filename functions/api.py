@@ -35,6 +35,7 @@ from functions.api_models import (
     MAX_BODY_BYTES,
     BotList,
     BotRegistration,
+    BotRemoved,
     BotView,
     CancelResult,
     ErrorBody,
@@ -51,6 +52,7 @@ from functions.api_models import (
 from functions.deployment import Deployment
 from spotbot.aws.catalog import CustomBotSpec
 from spotbot.cloud import control
+from spotbot.cloud.bots import register_custom_bot, remove_custom_bot
 from spotbot.cloud.estimate import estimate_request
 from spotbot.core import envnames
 from spotbot.core.errors import (
@@ -58,6 +60,7 @@ from spotbot.core.errors import (
     BucketNotAllowedError,
     CloudServiceError,
     EnvironmentFault,
+    ImageNotAllowedError,
     JobConflictError,
     JobNotFoundError,
     ModelError,
@@ -87,9 +90,9 @@ _ERRORS: dict[int, OpenAPIResponse] = {
     code: {"description": text, "content": {"application/json": {"model": ErrorBody}}}
     for code, text in (
         (400, "Bad request: malformed JSON, unknown bot, unusable source or output"),
-        (403, "The source or output bucket is not one this deployment may use"),
+        (403, "The bucket or image repository is not one this deployment may use"),
         (404, "No such job or bot"),
-        (409, "The request clashes with the job's state"),
+        (409, "The request clashes with the job's or bot's state (e.g. a bot in use)"),
         (413, "The request body is over 256 KB"),
         (415, "The body is not JSON (send Content-Type: application/json)"),
         (422, "The request does not match the schema (missing fields, wrong types)"),
@@ -110,6 +113,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], HTTPStatus, str], ...] = (
     (BotNotFoundError, HTTPStatus.NOT_FOUND, "bot_not_found"),
     (JobNotFoundError, HTTPStatus.NOT_FOUND, "job_not_found"),
     (BucketNotAllowedError, HTTPStatus.FORBIDDEN, "bucket_not_allowed"),
+    (ImageNotAllowedError, HTTPStatus.FORBIDDEN, "image_not_allowed"),
     (UnknownBotError, HTTPStatus.BAD_REQUEST, "unknown_bot"),
     (JobConflictError, HTTPStatus.CONFLICT, "conflict"),
     (SourceError, HTTPStatus.BAD_REQUEST, "bad_source"),
@@ -259,11 +263,30 @@ def get_bot(name: BotPath) -> BotView:
     return BotView.model_validate(deployment.catalog.describe(name))
 
 
-@router.put("/bots/<name>", responses={**_ok(BotView, "The bot, registered"), **_ERRORS})
+@router.put(
+    "/bots/<name>",
+    responses={**_ok(BotView, "The bot, registered with its Batch job definition"), **_ERRORS},
+)
 def register_bot(name: BotPath, request: Annotated[BotRegistration, Body()]) -> BotView:
     deployment.settings.check_bucket_allowed(request.model_uri, "model")
-    spec = deployment.catalog.register(CustomBotSpec(name=name, **request.model_dump()))
+    spec = register_custom_bot(
+        deployment.catalog,
+        deployment.job_definitions,
+        deployment.store,
+        CustomBotSpec(name=name, **request.model_dump()),
+    )
     return BotView.model_validate(spec.describe())
+
+
+@router.delete(
+    "/bots/<name>",
+    responses={**_ok(BotRemoved, "The bot is removed, its job definition deregistered"), **_ERRORS},
+)
+def remove_bot(name: BotPath) -> BotRemoved:
+    result = remove_custom_bot(
+        deployment.catalog, deployment.job_definitions, deployment.store, name
+    )
+    return BotRemoved.model_validate(result)
 
 
 @router.get(

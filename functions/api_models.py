@@ -68,13 +68,36 @@ class RetryRequest(_Request):
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
 
 
+ImageByDigest = Annotated[
+    str,
+    StringConstraints(
+        max_length=512, pattern=r"^[a-z0-9][a-z0-9._:/-]{0,400}@sha256:[0-9a-f]{64}$"
+    ),
+    Field(
+        description="the bot's image by digest, in one of the repositories this deployment runs",
+        examples=["123456789012.dkr.ecr.eu-west-1.amazonaws.com/my-bots@sha256:" + "0" * 64],
+    ),
+]
+CommandPart = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+
+
 class BotRegistration(_Request):
-    image_uri: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^\S+$")]
+    image_uri: ImageByDigest
     model_uri: S3Uri
     extensions: list[Extension] = Field(min_length=1, max_length=64)
     model_version: Version = "registered"
     description: Annotated[str, StringConstraints(max_length=1024)] = ""
     media: Annotated[str, StringConstraints(pattern=r"^[a-z]{1,32}$")] = "file"
+    command: list[CommandPart] = Field(
+        default_factory=lambda: ["work"],
+        min_length=1,
+        max_length=32,
+        description="what a worker container runs; the job arrives in SPOTBOT_* variables",
+    )
+    vcpus: int = Field(default=2, ge=1, le=64, description="vCPUs of one worker container")
+    memory_mib: int = Field(
+        default=4096, ge=512, le=1_048_576, description="memory (MiB) of one worker container"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -199,6 +222,20 @@ class BotView(BaseModel):
     media: str = "file"
     accepts: list[str]
     custom: bool
+    image_uri: str | None = None
+    command: list[str] | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    job_definition_arn: str | None = Field(
+        default=None, description="the Batch job definition a custom bot's jobs run on"
+    )
+
+
+class BotRemoved(BaseModel):
+    name: str
+    removed: bool
+    job_definition_arn: str | None = None
+    job_definition_deregistered: bool
 
 
 class BotList(BaseModel):

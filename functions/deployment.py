@@ -14,6 +14,7 @@ from typing import Any
 
 from spotbot.aws.catalog import BotCatalog, CatalogResolver
 from spotbot.aws.clients import boto_client
+from spotbot.aws.job_definitions import BotJobDefinitions
 from spotbot.aws.job_events import JobEvents
 from spotbot.aws.orchestration import BatchJobs, StepFunctions
 from spotbot.aws.settings import CloudSettings
@@ -63,6 +64,17 @@ class Deployment:
     def batch(self) -> BatchJobs | None:
         queue = self.settings.job_queue_arn
         return BatchJobs(boto_client("batch", self.settings.region), queue) if queue else None
+
+    @cached_property
+    def job_definitions(self) -> BotJobDefinitions | None:
+        """Custom bots' Batch job definitions; None where the deployment runs no custom bots."""
+        compute = self.settings.custom_bot_compute
+        if compute is None:
+            return None
+        client = boto_client("batch", self.settings.region)
+        return BotJobDefinitions(
+            compute, self.settings.worker_environment, self.settings.region, client=client
+        )
 
     @cached_property
     def job_events(self) -> JobEvents:

@@ -29,6 +29,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request=request.request.model_dump(exclude_none=True),
         job_definitions=request.job_definitions,
         limits=request.limits.to_limits(),
+        catalog=deployment.catalog,  # a custom bot's job definition is in its document
     )
     logger.info("tasks requeued", extra={"requeued": plan["requeued"]})
     metrics.add_metric(name="TasksRequeued", unit=MetricUnit.Count, value=plan["requeued"])

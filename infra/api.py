@@ -17,7 +17,7 @@ ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("/jobs/{id}", ("GET", "DELETE")),
     ("/jobs/{id}/retry", ("POST",)),
     ("/bots", ("GET",)),
-    ("/bots/{name}", ("GET", "PUT")),
+    ("/bots/{name}", ("GET", "PUT", "DELETE")),
     ("/bots/{name}/models", ("GET",)),
     ("/search", ("GET",)),
 )

@@ -221,6 +221,8 @@ class ChildRun:
     attempt: int
     exit_code: int
     reason: str
+    image: str = ""
+    command: tuple[str, ...] = ()
 
 
 def run_worker_in_process(env: Mapping[str, str]) -> tuple[int, str]:
@@ -257,6 +259,8 @@ class BatchWorkers:
     """
 
     run_child: Callable[[Mapping[str, str]], tuple[int, str]] = run_worker_in_process
+    #: Image -> what a container of that image runs instead (a bot's own image); a test's hook.
+    images: dict[str, Callable[[Mapping[str, str]], tuple[int, str]]] = field(default_factory=dict)
     runs: list[ChildRun] = field(default_factory=list)
     #: Called before each child attempt: (job name, index, attempt); a test's hook point.
     before_child: Callable[[str, int, int], None] | None = None
@@ -304,8 +308,12 @@ class BatchWorkers:
                 code, reason = 1, stopped.job_stopped_reason or "terminated"
                 job.job_stopped_reason = reason
                 break
-            code, reason = self.run_child(self.child_env(job, index, attempt))
-            self.runs.append(ChildRun(job.job_name, index, attempt, code, reason))
+            container = job.job_definition.container_properties or {}
+            image = str(container.get("image", ""))
+            run = self.images.get(image, self.run_child)
+            code, reason = run(self.child_env(job, index, attempt))
+            command = tuple(container.get("command") or ())
+            self.runs.append(ChildRun(job.job_name, index, attempt, code, reason, image, command))
             if code == 0:
                 break
         job.exit_code = code

@@ -4,7 +4,9 @@ A custom bot (bring your own bot: an image in the SageMaker contract and a model
 document ``s3://<artifacts>/bots/<name>.json``: S3 rather than the search index because it is
 configuration, read by name, versioned by the bucket, and the API's role may write only that
 prefix. A registered bot becomes a :class:`Bot` class whose `accepts` uses its extensions, so
-scan and init treat it like a built-in; its tagging runs in its own image, never in a Lambda.
+scan and init treat it like a built-in; its tagging runs in its own image, never in a Lambda:
+the document names the Batch job definition registered for it (spotbot/aws/job_definitions.py),
+which runs the image's ``command`` with the worker environment of spotbot.core.envnames.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class CustomBotSpec:
     model_version: str = "registered"
     description: str = ""
     media: str = "file"
+    command: list[str] = field(default_factory=lambda: ["work"])
+    vcpus: int = 2
+    memory_mib: int = 4096
+    job_definition_arn: str | None = None  # what InitJob hands the workers' Batch arrays
     registered_at: str = field(default_factory=utcnow)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +60,10 @@ class CustomBotSpec:
             "image_uri": self.image_uri,
             "model_uri": self.model_uri,
             "model_version": self.model_version,
+            "command": list(self.command),
+            "vcpus": self.vcpus,
+            "memory_mib": self.memory_mib,
+            "job_definition_arn": self.job_definition_arn,
             "registered_at": self.registered_at,
         }
 
@@ -123,14 +133,18 @@ class BotCatalog:
                         specs.append(spec)
         return specs
 
-    def register(self, spec: CustomBotSpec) -> CustomBotSpec:
-        """Store a custom bot; a built-in's name is refused (it would shadow the real bot)."""
-        if not BOT_NAME.match(spec.name):
-            raise UsageError(f"invalid bot name {spec.name!r}: lower-case letters, digits, '-'")
-        if spec.name in available_bots():
-            raise UsageError(f"{spec.name!r} is a built-in bot and cannot be replaced")
+    def check_custom_name(self, name: str, verb: str = "replaced") -> None:
+        """UsageError unless `name` may be a custom bot: a built-in's would shadow the real bot."""
+        if not BOT_NAME.match(name):
+            raise UsageError(f"invalid bot name {name!r}: lower-case letters, digits, '-'")
+        if name in available_bots():
+            raise UsageError(f"{name!r} is a built-in bot and cannot be {verb}")
         if not self.bucket:
             raise UsageError("this deployment has no artifacts bucket to register bots in")
+
+    def register(self, spec: CustomBotSpec) -> CustomBotSpec:
+        """Store a custom bot; a built-in's name is refused (it would shadow the real bot)."""
+        self.check_custom_name(spec.name)
         body = json.dumps(spec.to_dict(), ensure_ascii=False, indent=2).encode()
         with aws_errors(f"register bot {spec.name}"):
             self.client.put_object(
@@ -140,6 +154,12 @@ class BotCatalog:
                 ContentType="application/json",
             )
         return spec
+
+    def remove(self, name: str) -> None:
+        """Delete a custom bot's document (deleting one that is gone is not an error)."""
+        self.check_custom_name(name, verb="removed")
+        with aws_errors(f"remove bot {name}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
 
     def bot_class(self, name: str) -> type[Bot]:
         """The Bot class of an installed or registered bot, else UnknownBotError."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from spotbot.aws.s3 import S3Sink, S3Source
+from spotbot.aws.s3_inventory import S3InventorySource, is_inventory_manifest
 from spotbot.core.errors import OutputError, SourceError
 from spotbot.core.sinks import LocalSink, ResultSink
 from spotbot.core.sources import LocalSource, Source
 
 
 def open_source(uri: str, **kwargs: Any) -> Source:
-    """The Source for a folder path or an s3:// URI."""
+    """The Source for a folder path, an s3:// URI, or an S3 Inventory manifest.json's URI."""
+    if is_inventory_manifest(uri):
+        return S3InventorySource(uri, **kwargs)
     if uri.startswith("s3://"):
         return S3Source(uri, **kwargs)
     if "://" in uri:

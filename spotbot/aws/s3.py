@@ -50,7 +50,11 @@ class S3Source(Source):
             )
             for page in pages:
                 entries = [
-                    ScanEntry(obj["Key"][len(self.prefix) :], obj["Size"])
+                    ScanEntry(
+                        obj["Key"][len(self.prefix) :],
+                        obj["Size"],
+                        fingerprint=str(obj.get("ETag", "")).strip('"') or None,
+                    )
                     for obj in page.get("Contents", [])
                     if not obj["Key"].endswith("/")  # folder markers made by consoles
                 ]

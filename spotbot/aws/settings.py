@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotbot.aws.job_definitions import CustomBotCompute
 from spotbot.aws.model_registry import S3ModelRegistry
 from spotbot.core import envnames
 from spotbot.core.errors import BucketNotAllowedError, SpotbotError
@@ -35,6 +36,9 @@ class CloudSettings:
     endpoint_instance_type: str = "ml.m5.xlarge"
     endpoint_name_prefix: str = "spotbot"
     default_inference: str = "in-container"
+    custom_bot_compute: CustomBotCompute | None = None  # None: custom bots cannot run here
+    #: The deployment's settings a worker container needs (envnames.WORKER_DEPLOYMENT_VARIABLES).
+    worker_environment: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(
@@ -53,6 +57,12 @@ class CloudSettings:
         if inference not in ("endpoint", "in-container"):
             raise ConfigError(f"{envnames.DEFAULT_INFERENCE} must be endpoint or in-container")
         prefix = env.get(envnames.MODELS_PREFIX, "models/")
+        compute = None
+        if env.get(envnames.CUSTOM_BOT_COMPUTE):
+            try:
+                compute = CustomBotCompute.from_json(env[envnames.CUSTOM_BOT_COMPUTE])
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{envnames.CUSTOM_BOT_COMPUTE} is unusable: {exc}") from None
         return cls(
             opensearch_endpoint=(env.get(envnames.OPENSEARCH_ENDPOINT) or "").rstrip("/") or None,
             index_prefix=env.get(envnames.INDEX_PREFIX) or "spotbot-",
@@ -71,6 +81,10 @@ class CloudSettings:
             endpoint_instance_type=env.get(envnames.ENDPOINT_INSTANCE_TYPE) or "ml.m5.xlarge",
             endpoint_name_prefix=env.get(envnames.ENDPOINT_NAME_PREFIX) or "spotbot",
             default_inference=inference,
+            custom_bot_compute=compute,
+            worker_environment={
+                name: env[name] for name in envnames.WORKER_DEPLOYMENT_VARIABLES if env.get(name)
+            },
         )
 
     def check_bucket_allowed(self, uri: str, what: str = "location") -> tuple[str, str]:

@@ -12,10 +12,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from spotbot.aws.catalog import BotCatalog, CatalogResolver
+from spotbot.aws.catalog import BotCatalog, CatalogResolver, CustomBotSpec
 from spotbot.aws.orchestration import BatchJobs
 from spotbot.aws.s3 import S3Sink, S3Source
 from spotbot.aws.settings import CloudSettings
+from spotbot.core.bot import Bot
 from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotError, UsageError
 from spotbot.core.limits import JobLimits, plan_chunks
 from spotbot.core.records import CANCEL_REQUESTED, Job, JobStatus, utcnow
@@ -68,11 +69,22 @@ def _plan(job: Job, job_definition: str, limits: JobLimits, **extra: Any) -> dic
     }
 
 
-def _job_definition(bot: str, job_definitions: dict[str, str]) -> str:
-    if bot not in job_definitions:
-        deployed = ", ".join(sorted(job_definitions)) or "none"
-        raise UnknownBotError(f"bot {bot!r} is not deployed here (deployed: {deployed})")
-    return job_definitions[bot]
+def _job_definition(
+    bot: str, job_definitions: dict[str, str], custom: CustomBotSpec | None = None
+) -> str:
+    """The Batch job definition of a bot: the stack's for a deployed bot, else the one
+    registered with a custom bot (spotbot/cloud/bots.py)."""
+    if bot in job_definitions:
+        return job_definitions[bot]
+    if custom is not None and custom.job_definition_arn:
+        return custom.job_definition_arn
+    if custom is not None:
+        raise UnknownBotError(
+            f"bot {bot!r} was registered without a Batch job definition:"
+            f" register it again (PUT /bots/{bot})"
+        )
+    deployed = ", ".join(sorted(job_definitions)) or "none"
+    raise UnknownBotError(f"bot {bot!r} is not deployed here (deployed: {deployed})")
 
 
 def init_step(
@@ -90,7 +102,7 @@ def init_step(
     """Validate the request, resolve the model, record the job; the plan the machine runs."""
     bot = str(request.get("bot") or "")
     bot_cls = catalog.bot_class(bot)
-    job_definition = _job_definition(bot_cls.name, job_definitions)
+    job_definition = _job_definition(bot_cls.name, job_definitions, _custom(bot_cls))
     source_uri, output_uri = str(request.get("source") or ""), str(request.get("output") or "")
     settings.check_bucket_allowed(source_uri, "source")
     settings.check_bucket_allowed(output_uri, "output")
@@ -190,10 +202,17 @@ def requeue_step(
     request: dict[str, Any],
     job_definitions: dict[str, str],
     limits: JobLimits,
+    catalog: BotCatalog | None = None,
 ) -> dict[str, Any]:
-    """Put the job's unfinished and failed tasks back to PENDING and the job back to RUNNING."""
+    """Put the job's unfinished and failed tasks back to PENDING and the job back to RUNNING.
+
+    `catalog` finds a custom bot's job definition; without one only deployed bots retry.
+    """
     job = store.get_job(job_id)
-    job_definition = _job_definition(job.bot, job_definitions)
+    custom = None
+    if job.bot not in job_definitions and catalog is not None:
+        custom = _custom(catalog.bot_class(job.bot))
+    job_definition = _job_definition(job.bot, job_definitions, custom)
     pending = requeue_job(store, job_id, request.get("max_failure_pct"))
     options: dict[str, Any] = {CANCEL_REQUESTED: None}
     if request.get("poll_seconds") is not None:
@@ -202,6 +221,11 @@ def requeue_step(
     # `requeued` is what the workers will find: every pending task, whatever left it pending
     # (a retried requeue finds nothing left to reset but the same pending tasks).
     return _plan(job, job_definition, limits, requeued=pending)
+
+
+def _custom(bot_cls: type[Bot]) -> CustomBotSpec | None:
+    spec: CustomBotSpec | None = getattr(bot_cls, "custom", None)
+    return spec
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -31,6 +31,9 @@ INSTANCE_PRICES = "SPOTBOT_INSTANCE_PRICES"  # the API's dry run: {type: {vcpus,
 MAX_VCPUS = "SPOTBOT_MAX_VCPUS"  # the Spot compute environment's limit (how many run at once)
 LOG_LEVEL = "SPOTBOT_LOG_LEVEL"
 EVENT_BUS = "SPOTBOT_EVENT_BUS"  # where cleanup publishes each job's end (default: "default")
+#: JSON {name_prefix, job_role_arn, log_group, image_repositories, attempts, timeout_seconds}:
+#: how the api function registers a custom bot's Batch job definition (spotbot/aws/job_definitions.py).
+CUSTOM_BOT_COMPUTE = "SPOTBOT_CUSTOM_BOT_COMPUTE"
 
 # Powertools reads these itself; infra sets them on every function.
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
@@ -43,3 +46,12 @@ AWS_BATCH_JOB_ID = "AWS_BATCH_JOB_ID"
 
 #: Names the state machine sets per Batch job, in the order it writes them.
 WORKER_JOB_VARIABLES = (JOB_ID, BOT, MODEL_VERSION, INFERENCE, ENDPOINT_NAME, SHARD_OFFSET)
+#: The deployment's settings every worker container gets (each job definition's environment).
+WORKER_DEPLOYMENT_VARIABLES = (
+    OPENSEARCH_ENDPOINT,
+    INDEX_PREFIX,
+    ARTIFACTS_BUCKET,
+    MODELS_PREFIX,
+    ALLOWED_BUCKETS,
+    ENDPOINT_NAME_PREFIX,
+)

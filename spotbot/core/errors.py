@@ -69,6 +69,10 @@ class BucketNotAllowedError(UsageError):
     """A source or output outside the buckets this deployment may read and write."""
 
 
+class ImageNotAllowedError(UsageError):
+    """A custom bot's image outside the repositories this deployment may run."""
+
+
 class JobCancelledError(SpotbotError):
     """The job was cancelled: the running step stops so the state machine's Catch cleans up."""
 

@@ -26,6 +26,8 @@ class ScanEntry:
     size: int | None
     error: str | None = None
     skip_reason: str | None = None
+    # What changes when the content does: the ETag in S3, mtime and size in a folder.
+    fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -148,7 +150,7 @@ class LocalSource(Source):
             return (Path(entry.path), key + "/")
         if not stat.S_ISREG(st.st_mode):
             return ScanEntry(key, None, skip_reason="not a regular file")
-        return ScanEntry(key, st.st_size)
+        return ScanEntry(key, st.st_size, fingerprint=f"{st.st_mtime_ns}-{st.st_size}")
 
     def scan_pages(
         self, token: str | None = None, page_size: int = PAGE_SIZE

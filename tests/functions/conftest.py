@@ -38,6 +38,16 @@ RETRY_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:spotbot-retry"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/spotbot-sagemaker"
 IMAGES = {"ocr-zh": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/spotbot-ocr-zh@sha256:" + "a" * 64}
 JOB_DEFINITIONS = {"ocr-zh": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/spotbot-ocr-zh:1"}
+#: The repository custom bots' images may come from (what infra allows the api function).
+BOT_REPOSITORY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/spotbot-custom-bots"
+CUSTOM_BOT_COMPUTE = {
+    "name_prefix": "spotbot-custom-",
+    "job_role_arn": f"arn:aws:iam::{ACCOUNT}:role/spotbot-job",
+    "log_group": "/aws/batch/spotbot-workers",
+    "image_repositories": [BOT_REPOSITORY],
+    "attempts": 3,
+    "timeout_seconds": 3600,
+}
 HANDLERS = ("api", "init", "scan", "endpoint", "finalize", "cleanup", "requeue")
 
 
@@ -87,6 +97,7 @@ def cloud_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -
         envnames.ENDPOINT_INSTANCE_TYPE: "ml.m5.large",
         envnames.ENDPOINT_NAME_PREFIX: "spotbot",
         envnames.DEFAULT_INFERENCE: "in-container",
+        envnames.CUSTOM_BOT_COMPUTE: json.dumps(CUSTOM_BOT_COMPUTE),
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

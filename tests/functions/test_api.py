@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.functions.conftest import FOREIGN, INPUT, OUTPUT, api_event, response_json
+from tests.functions.conftest import (
+    BOT_REPOSITORY,
+    CUSTOM_BOT_COMPUTE,
+    FOREIGN,
+    INPUT,
+    OUTPUT,
+    api_event,
+    response_json,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -136,7 +144,7 @@ def test_bots_catalog_and_registration(
     assert call(api, lambda_context, "GET", "/bots/nobody")[0] == 404
 
     registration = {
-        "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/leaf@sha256:" + "b" * 64,
+        "image_uri": f"{BOT_REPOSITORY}@sha256:" + "b" * 64,
         "model_uri": f"s3://{INPUT}/models/leaf/",
         "extensions": ["jpg", "png"],
         "description": "leaf species",
@@ -154,6 +162,115 @@ def test_bots_catalog_and_registration(
     # a job for the registered bot passes the API's checks
     status, _ = call(api, lambda_context, "POST", "/jobs", body={**VALID, "bot": "leaf-id"})
     assert status == 202
+
+
+LEAF = {
+    "image_uri": f"{BOT_REPOSITORY}@sha256:" + "c" * 64,
+    "model_uri": f"s3://{INPUT}/models/leaf/v1/",
+    "extensions": ["jpg"],
+    "model_version": "v1",
+    "command": ["python", "-m", "leafbot", "work"],
+    "vcpus": 4,
+    "memory_mib": 8192,
+}
+
+
+def _definition(aws: dict[str, Any], arn: str) -> dict[str, Any]:
+    (found,) = aws["batch"].describe_job_definitions(jobDefinitions=[arn])["jobDefinitions"]
+    return dict(found)
+
+
+def test_registering_a_bot_registers_its_batch_job_definition(
+    api: ModuleType, lambda_context: Any, aws: dict[str, Any]
+) -> None:
+    # WHEN a custom bot is registered with its image, command and resources
+    status, bot = call(api, lambda_context, "PUT", "/bots/leaf-id", body=LEAF)
+    # THEN a job definition under the stack's prefix runs that image and command
+    assert status == 200, bot
+    arn = bot["job_definition_arn"]
+    definition = _definition(aws, arn)
+    assert definition["jobDefinitionName"] == "spotbot-custom-leaf-id"
+    assert definition["status"] == "ACTIVE"
+    container = definition["containerProperties"]
+    assert container["image"] == LEAF["image_uri"]
+    assert container["command"] == LEAF["command"]
+    assert container["jobRoleArn"] == CUSTOM_BOT_COMPUTE["job_role_arn"]
+    assert {r["type"]: r["value"] for r in container["resourceRequirements"]} == {
+        "VCPU": "4",
+        "MEMORY": "8192",
+    }
+    assert container["privileged"] is False and container["user"] == "1000"
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["SPOTBOT_BOT"] == "leaf-id"
+    assert env["SPOTBOT_OPENSEARCH_ENDPOINT"] and env["SPOTBOT_ARTIFACTS_BUCKET"]
+    assert definition["retryStrategy"]["attempts"] == 3
+    assert definition["retryStrategy"]["evaluateOnExit"][0]["onStatusReason"] == "Host EC2*"
+    # AND registering it again makes a new revision and deregisters the old one
+    status, again = call(api, lambda_context, "PUT", "/bots/leaf-id", body={**LEAF, "vcpus": 2})
+    assert status == 200 and again["job_definition_arn"] != arn
+    assert _definition(aws, arn)["status"] == "INACTIVE"
+    assert _definition(aws, again["job_definition_arn"])["status"] == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    ("image", "status", "error"),
+    [
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/other@sha256:" + "d" * 64, 403, "image"),
+        ("docker.io/library/python@sha256:" + "d" * 64, 403, "image"),
+        (f"{BOT_REPOSITORY}:latest", 422, "invalid_request"),
+        (BOT_REPOSITORY, 422, "invalid_request"),
+    ],
+)
+def test_an_image_from_elsewhere_or_not_by_digest_is_refused(
+    api: ModuleType, lambda_context: Any, aws: dict[str, Any], image: str, status: int, error: str
+) -> None:
+    # WHEN a bot names an image outside the allowed repositories, or not by its digest
+    got, body = call(api, lambda_context, "PUT", "/bots/leaf-x", body={**LEAF, "image_uri": image})
+    # THEN it is refused in one line, and nothing is registered in Batch or the catalog
+    assert got == status, body
+    if status == 403:
+        assert body["error"] == "image_not_allowed", body
+        assert "\n" not in body["detail"] and BOT_REPOSITORY in body["detail"]
+    assert aws["batch"].describe_job_definitions()["jobDefinitions"] == []
+    assert call(api, lambda_context, "GET", "/bots/leaf-x")[0] == 404
+
+
+def test_removing_a_bot_deregisters_it_and_is_refused_while_a_job_uses_it(
+    api: ModuleType, lambda_context: Any, aws: dict[str, Any], store: Any
+) -> None:
+    from spotbot.core.records import Job, JobStatus
+
+    # GIVEN a registered bot and an unfinished job of it
+    status, bot = call(api, lambda_context, "PUT", "/bots/leaf-id", body=LEAF)
+    assert status == 200, bot
+    job = Job(id="job-leaf", bot="leaf-id", source=VALID["source"], output=VALID["output"])
+    store.create_job(job)
+    store.update_job("job-leaf", status=JobStatus.RUNNING)
+    # WHEN it is removed THEN the API refuses with 409, naming the job; nothing changes
+    status, body = call(api, lambda_context, "DELETE", "/bots/leaf-id")
+    assert status == 409 and "job-leaf" in body["detail"] and "\n" not in body["detail"], body
+    assert _definition(aws, bot["job_definition_arn"])["status"] == "ACTIVE"
+    # and registering it anew is refused as well (its arrays would run another definition)
+    assert call(api, lambda_context, "PUT", "/bots/leaf-id", body=LEAF)[0] == 409
+    # WHEN the job ended THEN removing it deregisters its job definition
+    store.update_job("job-leaf", status=JobStatus.SUCCEEDED)
+    status, body = call(api, lambda_context, "DELETE", "/bots/leaf-id")
+    assert status == 200, body
+    assert body == {
+        "name": "leaf-id",
+        "removed": True,
+        "job_definition_arn": bot["job_definition_arn"],
+        "job_definition_deregistered": True,
+    }
+    assert _definition(aws, bot["job_definition_arn"])["status"] == "INACTIVE"
+    # AND the bot is gone: 404 to read or remove it, 400 to start a job with it
+    assert call(api, lambda_context, "GET", "/bots/leaf-id")[0] == 404
+    assert call(api, lambda_context, "DELETE", "/bots/leaf-id")[0] == 404
+    status, body = call(api, lambda_context, "POST", "/jobs", body={**VALID, "bot": "leaf-id"})
+    assert status == 400 and body["error"] == "unknown_bot"
+    # AND a built-in bot cannot be removed
+    status, body = call(api, lambda_context, "DELETE", "/bots/ocr-zh")
+    assert status == 400 and "built-in" in body["detail"]
 
 
 def test_bot_models_lists_registry_versions(
