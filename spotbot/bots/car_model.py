@@ -311,6 +311,8 @@ class CarModelBot(Bot):
     )
     media = "image"
     extensions: ClassVar[frozenset[str]] = frozenset({"jpg", "jpeg", "png", "webp", "bmp"})
+    containers: ClassVar[frozenset[str]] = frozenset({"video"})  # frames, sampled over time
+    part_side = MAX_SIDE  # frames are decoded straight to the size decode() scales photos to
     batch_size = 16
     builtin_version = _builtin_version()
     builtin_origin = _builtin_origin()

@@ -43,6 +43,12 @@ class OcrZhBot(Bot):
         {"jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"}
     )
     batch_size = 4
+    # PDF pages, multi-page TIFF scans and video frames: read page by page, frame by frame.
+    containers: ClassVar[frozenset[str]] = frozenset({"pdf", "tiff", "video"})
+    # Pages are rendered with a 1600-px long side (an A4 page at ~190 dpi: body text stays
+    # legible to the recognizer, which reads its crops at full resolution, while the detector
+    # scales the page down to DETECTOR_MAX_SIDE as it does any photo).
+    part_side = 1600
     builtin_version = f"ppocr-v6-small-rapidocr{_rapidocr_version()}"
     builtin_origin = "the PP-OCRv6 small det+rec models bundled in the rapidocr wheel"
 

@@ -29,7 +29,8 @@ from spotbot.bots.precision import precision_choice
 from spotbot.bots.textcodec import decode_text
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot, Prediction
-from spotbot.core.errors import ModelError
+from spotbot.core.errors import AssetError, ModelError
+from spotbot.core.parts import Part, PartStream
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class SentimentZhBot(Bot):
     description = "Chinese text sentiment (positive / negative) with a BERT-family classifier"
     media = "text"
     extensions = frozenset({"txt"})
+    containers: ClassVar[frozenset[str]] = frozenset({"pdf"})  # a PDF's text layer, page by page
+    part_input = "text"
     batch_size = 32
     # the e5 model shipped in the package (see e5_sentiment); a registry version wins over it
     builtin_version: ClassVar[str | None] = "snownlp-e5-1"
@@ -107,6 +110,30 @@ class SentimentZhBot(Bot):
     def decode(self, data: bytes, key: str) -> str:
         text, _encoding = decode_text(data)
         return text[:MAX_TEXT_CHARS]
+
+    def decode_part(self, part: Part) -> str | None:
+        text = (part.text or "").strip()
+        return text[:MAX_TEXT_CHARS] or None  # a page with no text layer says nothing
+
+    def combine_parts(
+        self, stream: PartStream, tagged: list[tuple[Part, Prediction]]
+    ) -> Prediction:
+        """A document's sentiment: its pages' positive probabilities, weighted by their text."""
+        if not tagged:
+            raise AssetError("no text layer: the PDF's pages hold no text to read")
+        result = super().combine_parts(stream, tagged)
+        weights = [max(1, len(part.text or "")) for part, _ in tagged]
+        positive = sum(
+            w * float(pred["positive"]) for w, (_, pred) in zip(weights, tagged, strict=True)
+        )
+        p = round(positive / sum(weights), 4)
+        result["positive"] = p
+        result["page_tags"] = result["tags"]
+        result["tags"] = sorted(
+            [{"label": "positive", "score": p}, {"label": "negative", "score": round(1 - p, 4)}],
+            key=lambda tag: -tag["score"],
+        )
+        return result
 
     def predict(self, items: Sequence[str]) -> list[Prediction]:
         if self._model is None:

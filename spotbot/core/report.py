@@ -22,9 +22,11 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from spotbot.core.bot import first_part
 from spotbot.core.errors import AssetError
+from spotbot.core.parts import PDF, TIFF, VIDEO, container_of
 from spotbot.core.records import Job, Result, TaskStatus
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import Source
@@ -48,8 +50,9 @@ IMAGE_SUFFIXES = frozenset({"jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", 
 
 #: Reads an asset's bytes for its thumbnail (None: the report has no thumbnails).
 AssetReader = Callable[[str], bytes]
-#: Turns an asset's bytes and key into a preview image and the page its boxes belong to.
-Previewer = Callable[[bytes, str], "tuple[Image.Image, int | None] | None"]
+#: Turns an asset's bytes and key into a preview image and where it is in the asset
+#: ({"page": 1}, {"time": 0.0}, or {} for a plain image): the tags drawn on it are that part's.
+Previewer = Callable[[bytes, str], "tuple[Image.Image, dict[str, Any]] | None"]
 
 
 class _Reservoir:
@@ -120,26 +123,34 @@ def _epoch(stamp: str) -> float | None:
         return None
 
 
-def is_image_key(key: str) -> bool:
-    return PurePosixPath(key).suffix.lower().lstrip(".") in IMAGE_SUFFIXES
+ALL_CONTAINERS = frozenset({PDF, TIFF, VIDEO})
 
 
-def default_preview(data: bytes, key: str) -> tuple[Image.Image, int | None] | None:
-    """An image asset as itself (upright, as the bots saw it); other assets have no preview."""
-    if not is_image_key(key):
+def is_previewable(key: str) -> bool:
+    """An image, or a document or video whose first page or frame can stand for it."""
+    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    return suffix in IMAGE_SUFFIXES or container_of(key, ALL_CONTAINERS) is not None
+
+
+def default_preview(data: bytes, key: str) -> tuple[Image.Image, dict[str, Any]] | None:
+    """An image as itself (upright, as the bots saw it); a document's first page, a video's
+    first sampled frame."""
+    container = container_of(key, ALL_CONTAINERS)
+    if container is not None:
+        part = first_part(container, data, key, side=2 * THUMB_SIDE)
+        return (part.image, part.where) if part is not None and part.image else None
+    if PurePosixPath(key).suffix.lower().lstrip(".") not in IMAGE_SUFFIXES:
         return None
-    from PIL import ImageOps
-
     with Image.open(io.BytesIO(data)) as image:
         image.seek(0)
         upright = ImageOps.exif_transpose(image) or image
-        return upright.convert("RGB"), None
+        return upright.convert("RGB"), {}
 
 
 def _thumbnail(
     result: Result, read: AssetReader, preview: Previewer
-) -> tuple[str, int, int, float, int | None] | None:
-    """(data URI, width, height, scale from asset to thumbnail pixels, page) or None."""
+) -> tuple[str, int, int, float, dict[str, Any]] | None:
+    """(data URI, width, height, scale from the tags' pixels to the thumbnail's, where) or None."""
     try:
         shown = preview(read(result.key), result.key)
     except (AssetError, OSError, UnidentifiedImageError, ValueError, EOFError) as exc:
@@ -147,7 +158,7 @@ def _thumbnail(
         return None
     if shown is None:
         return None
-    image, page = shown
+    image, where = shown
     scale = min(1.0, THUMB_SIDE / max(image.width, image.height, 1))
     small = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -156,7 +167,22 @@ def _thumbnail(
     out = io.BytesIO()
     small.save(out, "JPEG", quality=72, optimize=True)
     uri = "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
-    return uri, small.width, small.height, scale, page
+    # Boxes of a page or frame are in the pixels the bot saw it in (its part_side), which the
+    # result records; a plain image's are in the image's own.
+    tagged_width = _tagged_width(result, where) or image.width
+    return uri, small.width, small.height, small.width / max(tagged_width, 1), where
+
+
+def _tagged_width(result: Result, where: dict[str, Any]) -> float | None:
+    if "page" in where:
+        for page in result.extra.get("pages") or []:
+            if isinstance(page, dict) and page.get("page") == where["page"] and page.get("width"):
+                return float(page["width"])
+    if "time" in where:
+        size = result.extra.get("frame_size")
+        if isinstance(size, list) and size:
+            return float(size[0])
+    return None
 
 
 def _esc(value: Any) -> str:
@@ -169,14 +195,14 @@ def _top_labels(result: Result, n: int = 3) -> str:
     )
 
 
-def _boxes_svg(result: Result, width: int, height: int, scale: float, page: int | None) -> str:
+def _boxes_svg(result: Result, width: int, height: int, scale: float, where: dict[str, Any]) -> str:
     shapes = []
     for tag in result.tags:
         box = tag.get("box")
         if not isinstance(box, list) or len(box) != 4:
             continue
-        if tag.get("page") is not None and page is not None and tag.get("page") != page:
-            continue
+        if any(k in tag and abs(float(tag[k]) - float(v)) > 1e-3 for k, v in where.items()):
+            continue  # another page's or frame's line
         try:
             points = [(float(x) * scale, float(y) * scale) for x, y in box]
         except (TypeError, ValueError):
@@ -304,7 +330,7 @@ def render_report(
     the page whose boxes to draw), for the keys `previewable` says it can.
     """
     if previewable is None:
-        previewable = is_image_key
+        previewable = is_previewable
 
     data = collect(results, seed=job.id, thumb_ok=lambda key: read is not None and previewable(key))
     cards: list[str] = []
@@ -316,13 +342,13 @@ def render_report(
             thumb = _thumbnail(result, read, preview)
             if thumb is None:
                 continue
-            uri, w, h, scale, page = thumb
+            uri, w, h, scale, part = thumb
             used += len(uri)
-            where = f" · page {page}" if page is not None else ""
+            where = "".join(f" · {k} {v:g}" for k, v in part.items())
             cards.append(
                 f'<div class="card" data-section="thumbs" data-page="{len(cards) // PAGE_THUMBS}">'
                 f'<div class="thumb"><img src="{uri}" width="{w}" height="{h}" alt="{_esc(result.key)}">'
-                f"{_boxes_svg(result, w, h, scale, page)}</div>"
+                f"{_boxes_svg(result, w, h, scale, part)}</div>"
                 f"<div><b>{_esc(result.key)}</b>{where}</div><div>{_esc(_top_labels(result))}</div></div>"
             )
     fail_rows = [

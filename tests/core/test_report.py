@@ -85,3 +85,32 @@ def test_an_unreadable_asset_has_no_thumbnail_and_breaks_nothing(tmp_path: Path)
     # WHEN the report is rendered THEN it says there are no thumbnails
     page = render_report(job, {}, results, read=lambda key: b"\xff\xd8\xffnot really").decode()
     assert "No thumbnails." in page and "gone.jpg" in page
+
+
+def test_a_pdf_is_shown_by_its_first_page_with_that_pages_boxes() -> None:
+    from tests import media
+
+    # GIVEN a two-page PDF's result: one box on page 1, one on page 2, rendered 1131x1600
+    job = _job()
+    box = [[100, 200], [600, 200], [600, 260], [100, 260]]
+    result = Result(
+        job.id,
+        "doc.pdf",
+        "ocr-zh",
+        "v1",
+        TaskStatus.DONE,
+        tags=[
+            {"label": "第一页", "score": 0.9, "box": box, "page": 1},
+            {"label": "第二页", "score": 0.9, "box": box, "page": 2},
+        ],
+        extra={"pages": [{"page": 1, "width": 1131, "height": 1600}, {"page": 2, "width": 1131}]},
+    )
+    data = media.text_pdf([["第一页"], ["第二页"]])
+    # WHEN the report is rendered
+    page = render_report(job, {}, [result], read=lambda key: data).decode()
+    # THEN page 1 is the thumbnail (226 px wide: 320 px tall), with page 1's box only, scaled
+    assert page.count('<div class="thumb"><img src="data:image/jpeg;base64,') == 1
+    assert 'width="226" height="320"' in page
+    boxes = re.findall(r'<svg class="boxes".*?</svg>', page)
+    assert len(boxes) == 1 and "第一页</text>" in boxes[0] and "第二页" not in boxes[0]
+    assert 'points="20.0,40.0' in boxes[0]  # 100 px of 1131 -> 20 px of 226
