@@ -13,6 +13,7 @@ BENCHES = [
     ("car-model", ["benchmarks.bench_car"], "car_model.json"),
     ("sentiment-zh", ["benchmarks.bench_sentiment"], "sentiment.json"),
     ("ocr-zh", ["benchmarks.bench_ocr"], "ocr.json"),
+    ("documents and videos", ["benchmarks.bench_media"], "media.json"),
     ("calibration", ["benchmarks.bench_calibration", "--no-write"], "calibration.json"),
 ]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from spotbot.bots import synth_media as media
 from spotbot.bots.sentiment_zh import CHECKPOINT_ENV, SentimentZhBot
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.errors import AssetError
-from tests import media
 
 POSITIVE = ["酒店位置很好，离地铁站很近。", "房间干净整洁，服务热情，下次还住这里。"]
 NEGATIVE = ["房间很小，隔音很差，一晚上没睡好。", "前台态度冷淡，再也不来了。"]

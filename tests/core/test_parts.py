@@ -9,12 +9,12 @@ from typing import Any, ClassVar
 
 import pytest
 
+from spotbot.bots import synth_media as media
 from spotbot.bots.ocr_zh import OcrZhBot
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot, Prediction, open_parts
 from spotbot.core.errors import AssetError
 from spotbot.core.parts import PartLimits
-from tests import media
 
 PAGE_1 = ["出口在左边", "禁止吸烟"]
 PAGE_2 = ["欢迎光临"]

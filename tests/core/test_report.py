@@ -88,7 +88,7 @@ def test_an_unreadable_asset_has_no_thumbnail_and_breaks_nothing(tmp_path: Path)
 
 
 def test_a_pdf_is_shown_by_its_first_page_with_that_pages_boxes() -> None:
-    from tests import media
+    from spotbot.bots import synth_media as media
 
     # GIVEN a two-page PDF's result: one box on page 1, one on page 2, rendered 1131x1600
     job = _job()

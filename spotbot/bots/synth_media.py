@@ -1,6 +1,6 @@
-"""Documents and videos made by the tests themselves (nothing is downloaded): PDFs with and
-without a text layer, encrypted and truncated ones, multi-page TIFFs, and videos encoded with
-PyAV from generated frames of Chinese text."""
+"""Synthetic documents and videos for tests and benchmarks (nothing is downloaded): PDFs with
+and without a text layer (reportlab, a dev dependency), encrypted ones, multi-page TIFFs, and
+videos encoded with PyAV from generated frames of Chinese text."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ A4 = (595, 842)  # points
 
 def sign(lines: Sequence[str], seed: int, size: tuple[int, int] = (960, 540)) -> Image.Image:
     image, placed = render_sign(list(lines), cjk_fonts(), seed, size)
-    assert placed == list(lines), f"the lines did not fit: {placed}"
+    if placed != list(lines):
+        raise ValueError(f"only {placed} of the lines fit a {size} sign")
     return image
 
 
