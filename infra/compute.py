@@ -12,17 +12,18 @@ import pulumi_aws as aws
 from infra import iam
 from infra.config import BotResources
 from infra.iam import AwsContext, Statement
+from spotbot.aws.job_definitions import WORKER_RETRY_RULES
 from spotbot.core import envnames
-from spotbot.core.errors import ENVIRONMENT_EXIT_CODE
 
 #: Batch retries a job whose host went away (Spot reclaim, host failure) and one that the
 #: environment stopped (S3 or the index failing past their retries: exit 75), never a code
-#: failure.
-RETRY_RULES = [
-    {"on_status_reason": "Host EC2*", "action": "RETRY"},
-    {"on_exit_code": str(ENVIRONMENT_EXIT_CODE), "action": "RETRY"},
-    {"on_reason": "*", "action": "EXIT"},
-]
+#: failure: the rules custom bots' definitions get too, in the provider's casing.
+_SNAKE = {
+    "onStatusReason": "on_status_reason",
+    "onExitCode": "on_exit_code",
+    "onReason": "on_reason",
+}
+RETRY_RULES = [{_SNAKE.get(k, k): v for k, v in rule.items()} for rule in WORKER_RETRY_RULES]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Compute(pulumi.ComponentResource):
             bot: self._job_definition(name, bot, image, args)
             for bot, image in sorted(args.images.items())
         }
+        #: Custom bots' definitions are registered by the api function under this prefix.
+        self.custom_definition_prefix = f"{args.name_prefix}-custom-"
         self.register_outputs(
             {
                 "queue_arn": self.queue.arn,

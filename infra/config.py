@@ -46,6 +46,7 @@ _BOT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _IMAGE_BY_DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)+$")
 
 
 class _Model(BaseModel):
@@ -95,6 +96,7 @@ class SpotbotSettings(_Model):
     images: dict[str, str] = Field(default_factory=dict)
     image_tag: str = "0.1.0"
     allowed_buckets: tuple[str, ...] = ()
+    custom_bot_repositories: tuple[str, ...] = ()
     kms_key_arn: str | None = None
     # compute
     max_vcpus: int = Field(256, ge=1, le=100_000)
@@ -134,6 +136,16 @@ class SpotbotSettings(_Model):
         if bad:
             raise ValueError(f"bots: invalid names {bad} (lowercase letters, digits, -)")
         return bots
+
+    @field_validator("custom_bot_repositories")
+    @classmethod
+    def _repositories(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [n for n in names if not _REPOSITORY.match(n)]
+        if bad:
+            raise ValueError(
+                f"customBotRepositories takes repositories (host/name), no tag or digest: {bad}"
+            )
+        return names
 
     @field_validator("log_retention_days")
     @classmethod

@@ -29,6 +29,7 @@ class Models(pulumi.ComponentResource):
     """Where bot images live and what SageMaker may do when it serves them."""
 
     repositories: dict[str, aws.ecr.Repository]
+    custom_repository: aws.ecr.Repository
     image_uris: dict[str, pulumi.Output[str]]
     sagemaker_role: aws.iam.Role
 
@@ -47,6 +48,15 @@ class Models(pulumi.ComponentResource):
             )
             for bot in args.bots
         }
+        # Where users push the images of the bots they register through the API (BYOB).
+        self.custom_repository = aws.ecr.Repository(
+            f"{name}-custom-bots",
+            name=f"{args.name_prefix}/custom-bots",
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            encryption_configurations=[{"encryption_type": "AES256"}],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.image_uris = {bot: self._image_uri(bot, args) for bot in args.bots}
         self.sagemaker_role = iam.role(
             f"{name}-sagemaker",
@@ -89,6 +99,7 @@ class Models(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "repository_urls": {b: r.repository_url for b, r in self.repositories.items()},
+                "custom_repository_url": self.custom_repository.repository_url,
                 "sagemaker_role_arn": self.sagemaker_role.arn,
             }
         )
@@ -101,4 +112,6 @@ class Models(pulumi.ComponentResource):
         repository = self.repositories[bot]
         if bot in args.image_digests:
             return pulumi.Output.concat(repository.repository_url, "@", args.image_digests[bot])
-        return images.built_image(f"{self._name}-{bot}-image", bot, repository, args.image_tag, self)
+        return images.built_image(
+            f"{self._name}-{bot}-image", bot, repository, args.image_tag, self
+        )

@@ -22,6 +22,9 @@ from infra.storage import MODELS_PREFIX, Storage, StorageArgs
 from infra.training import Training, TrainingArgs
 from spotbot.core import envnames
 
+#: The functions' Powertools metrics (namespace, "service" dimension), which alarms watch.
+METRICS_NAMESPACE = METRICS_SERVICE = "spotbot"
+
 
 @dataclass(frozen=True)
 class Names:
@@ -141,6 +144,7 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             name_prefix=names.base,
         ),
     )
+    custom_bots = _CustomBots(ctx, compute, models, settings)
     tagging_arn = ctx.arn("states", f"stateMachine:{names.tagging}")
     retry_arn = ctx.arn("states", f"stateMachine:{names.retry}")
     es = search.http_statement()
@@ -160,14 +164,17 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
                 ),
                 *buckets.read(only_artifacts=True),
                 iam.statement(
-                    ["s3:PutObject"], [pulumi.Output.concat(storage.bucket.arn, "/bots/*")]
+                    ["s3:PutObject", "s3:DeleteObject"],
+                    [pulumi.Output.concat(storage.bucket.arn, "/bots/*")],
                 ),
+                *custom_bots.statements(),
             ],
             environment={
                 envnames.STATE_MACHINE_ARN: tagging_arn,
                 envnames.RETRY_STATE_MACHINE_ARN: retry_arn,
                 envnames.JOB_QUEUE_ARN: compute.queue.arn,
                 envnames.DEFAULT_INFERENCE: settings.inference_default,
+                envnames.CUSTOM_BOT_COMPUTE: custom_bots.setting(),
             },
             timeout_seconds=29,
         ),
@@ -221,10 +228,13 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
                     endpoint_arns.all,
                 ),
                 iam.statement(["events:PutEvents"], [ctx.arn("events", "event-bus/default")]),
+                # The idle-endpoint count; ListEndpoints has no resource-level permissions.
+                iam.statement(["sagemaker:ListEndpoints"], ["*"]),
             ],
             environment={envnames.JOB_QUEUE_ARN: compute.queue.arn, envnames.EVENT_BUS: "default"},
         ),
-        "requeue": FunctionSpec(statements=[es]),
+        # Reads a custom bot's document for its job definition.
+        "requeue": FunctionSpec(statements=[es, *buckets.read(only_artifacts=True)]),
     }
     functions = Functions(
         "functions",
@@ -233,8 +243,8 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             specs=specs,
             environment={
                 **environment,
-                envnames.POWERTOOLS_SERVICE_NAME: "spotbot",
-                envnames.POWERTOOLS_METRICS_NAMESPACE: "spotbot",
+                envnames.POWERTOOLS_SERVICE_NAME: METRICS_SERVICE,
+                envnames.POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
                 envnames.LOG_LEVEL: "INFO",
             },
             log_retention_days=settings.log_retention_days,
@@ -278,8 +288,11 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
         NotificationsArgs(
             ctx=ctx,
             cleanup_function_name=functions.functions["cleanup"].function.name,
+            cleanup_function_arn=functions.functions["cleanup"].function.arn,
             name_prefix=names.base,
             notify_email=settings.notify_email,
+            metrics_namespace=METRICS_NAMESPACE,
+            metrics_service=METRICS_SERVICE,
         ),
     )
     outputs = {
@@ -290,13 +303,23 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
         "artifacts_bucket": storage.bucket.bucket,
         "opensearch_endpoint": search.endpoint,
         "ecr_repository_urls": {b: r.repository_url for b, r in models.repositories.items()},
+        "custom_bot_repository_url": models.custom_repository.repository_url,
         "job_queue_arn": compute.queue.arn,
         "training_role_arn": training.role.arn,
         "training_starter_policy_arn": training.starter_policy.arn,
     }
     return Deployment(
-        storage, network, search, models, compute, functions, orchestration, api, outputs,
-        training, notifications,
+        storage,
+        network,
+        search,
+        models,
+        compute,
+        functions,
+        orchestration,
+        api,
+        outputs,
+        training,
+        notifications,
     )
 
 
@@ -320,6 +343,56 @@ class _BucketAccess:
     def write(self) -> list[Statement]:
         objects = [pulumi.Output.concat(b, "/*") for b in self._buckets(False)]
         return [iam.statement(["s3:PutObject", "s3:AbortMultipartUpload"], objects)]
+
+
+class _CustomBots:
+    """What the api function needs to register custom bots' Batch job definitions, and no more.
+
+    It may register and deregister definitions named ``<base>-custom-*`` only, only for images
+    (by digest) from the stack's repositories or ``customBotRepositories``, never privileged,
+    and it may pass only the workers' job role (spotbot/aws/job_definitions.py).
+    """
+
+    def __init__(
+        self, ctx: AwsContext, compute: Compute, models: Models, settings: SpotbotSettings
+    ):
+        self.compute = compute
+        self.definitions = ctx.arn("batch", f"job-definition/{compute.custom_definition_prefix}*")
+        self.repositories: list[pulumi.Input[str]] = [
+            models.custom_repository.repository_url,
+            *(r.repository_url for r in models.repositories.values()),
+            *settings.custom_bot_repositories,
+        ]
+        self.attempts = settings.job_attempts
+        self.timeout_seconds = settings.job_timeout_hours * 3600
+
+    def statements(self) -> list[Statement]:
+        images = [pulumi.Output.concat(r, "@sha256:*") for r in self.repositories]
+        return [
+            iam.statement(
+                ["batch:RegisterJobDefinition"],
+                [self.definitions],
+                condition={
+                    "StringLike": {"batch:Image": images},
+                    "Bool": {"batch:Privileged": "false"},
+                },
+            ),
+            iam.statement(["batch:DeregisterJobDefinition"], [self.definitions]),
+            iam.statement(["iam:PassRole"], [self.compute.job_role.arn]),
+        ]
+
+    def setting(self) -> pulumi.Output[str]:
+        """The api function's ``SPOTBOT_CUSTOM_BOT_COMPUTE``."""
+        return pulumi.Output.json_dumps(
+            {
+                "name_prefix": self.compute.custom_definition_prefix,
+                "job_role_arn": self.compute.job_role.arn,
+                "log_group": self.compute.log_group.name,
+                "image_repositories": self.repositories,
+                "attempts": self.attempts,
+                "timeout_seconds": self.timeout_seconds,
+            }
+        )
 
 
 class _EndpointArns:

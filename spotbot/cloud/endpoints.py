@@ -31,6 +31,8 @@ ENDPOINT_KEY = "endpoint_name"
 CREATED_KEY = "endpoint_created"
 #: How many recent jobs a release looks through for other users of an endpoint.
 USERS_SCAN_LIMIT = 1000
+#: Endpoint statuses that cost nothing (or soon will): the rest are instances running.
+NOT_BILLED = ("Failed", "Deleting", "OutOfService")
 
 
 def resource_name(prefix: str, bot: str, version: str) -> str:
@@ -147,6 +149,18 @@ class SageMakerEndpoints:
                 return EndpointState(name, False, self.status(name) or "Creating")
             return EndpointState(name, True, self.status(name) or "Creating")
 
+    def running(self, prefix: str) -> list[str]:
+        """Names of the endpoints named ``<prefix>-*`` that may be billed (not failed or going)."""
+        names = []
+        with aws_errors("list endpoints"):
+            for page in self.client.get_paginator("list_endpoints").paginate(NameContains=prefix):
+                for endpoint in page.get("Endpoints", []):
+                    name = str(endpoint["EndpointName"])
+                    status = str(endpoint.get("EndpointStatus", ""))
+                    if name.startswith(f"{prefix}-") and status not in NOT_BILLED:
+                        names.append(name)
+        return sorted(names)
+
     def delete(self, name: str) -> bool:
         """Delete endpoint, config and model; True when the endpoint existed. Missing is fine."""
         from botocore.exceptions import ClientError
@@ -228,3 +242,18 @@ def release_job_endpoint(store: TaskStore, endpoints: SageMakerEndpoints, job: J
         log.info("keeping endpoint %s: jobs %s still use it", name, ", ".join(users[:5]))
         return False
     return endpoints.delete(str(name))
+
+
+def idle_endpoints(store: TaskStore, endpoints: SageMakerEndpoints, prefix: str) -> list[str]:
+    """This deployment's endpoints that run with no unfinished job using them: money burning.
+
+    A job records its endpoint before creating it, and cleanup deletes it when the last user
+    ends, so an endpoint found here is one a failed (or never run) cleanup left behind. The
+    cleanup function counts them on a schedule; an alarm fires when the count stays above 0.
+    """
+    in_use = {
+        job.opts.endpoint_name
+        for job in store.list_jobs(limit=USERS_SCAN_LIMIT)
+        if not job.status.is_final and job.status != JobStatus.INTERRUPTED
+    }
+    return [name for name in endpoints.running(prefix) if name not in in_use]

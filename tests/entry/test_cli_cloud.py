@@ -109,3 +109,51 @@ def test_watch_follows_a_job_to_its_end_and_results_downloads_it(
     lines = (tmp_path / "job-w" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 6
     assert json.loads((tmp_path / "job-w" / "summary.json").read_text())["status"] == "SUCCEEDED"
+
+
+def test_register_and_unregister_a_custom_bot(api_url: str, aws: dict[str, Any]) -> None:
+    from tests.functions.conftest import BOT_REPOSITORY
+
+    image = f"{BOT_REPOSITORY}@sha256:" + "a" * 64
+    # WHEN a user registers a bot of their own
+    registered = _cli(
+        api_url,
+        "register",
+        "leaf-id",
+        "--image",
+        image,
+        "--model",
+        "s3://spotbot-artifacts/models/leaf-id/v1/",
+        "--model-version",
+        "v1",
+        "--accepts",
+        "JPG, .png",
+        "--command",
+        "python -m leafbot work",
+        "--vcpus",
+        "4",
+        "--json",
+    )
+    # THEN it is listed, with the job definition it runs on
+    assert registered.exit_code == 0, registered.output
+    answer = _json_out(registered)
+    assert answer["accepts"] == ["jpg", "png"] and answer["command"][-1] == "work"
+    assert answer["job_definition_arn"] and answer["vcpus"] == 4
+    assert "leaf-id" in _cli(api_url, "bots").stdout
+    # AND an image from elsewhere is one line and exit 2
+    elsewhere = _cli(
+        api_url,
+        "register",
+        "leaf-2",
+        "--image",
+        "docker.io/library/python@sha256:" + "a" * 64,
+        "--model",
+        "s3://spotbot-artifacts/models/leaf-2/v1/",
+        "--accepts",
+        "jpg",
+    )
+    assert elsewhere.exit_code == 2 and "image_not_allowed" in elsewhere.output
+    # WHEN it is unregistered THEN it is gone
+    removed = _cli(api_url, "unregister", "leaf-id")
+    assert removed.exit_code == 0 and "bot leaf-id removed" in removed.stdout
+    assert _cli(api_url, "unregister", "leaf-id").exit_code == 2

@@ -156,3 +156,77 @@ def test_resource_names_keep_versions_apart() -> None:
     assert resource_name("s", "b", "v1") == "s-b-v1"
     long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
     assert resource_name("s", "b", long_a) != resource_name("s", "b", long_b)
+
+
+SCHEDULED = {
+    "version": "0",
+    "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-01-01T00:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:events:us-east-1:123456789012:rule/spotbot-idle-endpoints"],
+    "detail": {},
+}
+
+
+def _foreign_endpoint(sagemaker: Any, name: str) -> None:
+    """An endpoint of another deployment in the same account (not spotbot's to count)."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/x@sha256:" + "f" * 64
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
+        PrimaryContainer={"Image": image},
+    )
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": name,
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large",
+    }
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def test_the_schedule_counts_endpoints_left_in_service_with_no_running_job(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    # GIVEN a running job's endpoint, and another deployment's endpoint in the account
+    put_assets(aws["s3"], ["a.jpg"])
+    plan = load_handler("init").lambda_handler(
+        init_event("job-a", inference="endpoint"), lambda_context
+    )
+    event = {k: plan[k] for k in ("job_id", "bot", "model_version")}
+    name = load_handler("endpoint").lambda_handler(event, lambda_context)["endpoint_name"]
+    _foreign_endpoint(aws["sagemaker"], "other-stack-model")
+    cleanup = load_handler("cleanup")
+
+    def idle_metric() -> list[float]:
+        """IdleEndpoints as the function emitted it (EMF), under the dimension the alarm uses."""
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"_aws"' in x]
+        found = [x for x in lines if "IdleEndpoints" in x]
+        for x in found:
+            assert x["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]], x
+            assert x["service"] == "spotbot"
+        return [v for x in found for v in x["IdleEndpoints"]]
+
+    # WHEN the schedule runs while the job runs THEN nothing is idle
+    assert cleanup.lambda_handler(SCHEDULED, lambda_context) == {"idle_endpoints": []}
+    assert idle_metric() == [0.0]
+    # WHEN the job ended but its cleanup never deleted the endpoint
+    store.update_job("job-a", status=JobStatus.FAILED)
+    # THEN the schedule counts it (and only it), for the alarm to see
+    assert cleanup.lambda_handler(SCHEDULED, lambda_context) == {"idle_endpoints": [name]}
+    assert idle_metric() == [1.0]
+    # AND once it is deleted the count is back to 0; a job's own cleanup is unaffected
+    assert cleanup.lambda_handler(cleanup_event("job-a", "FAILED"), lambda_context)[
+        "endpoint_deleted"
+    ]
+    assert cleanup.lambda_handler(SCHEDULED, lambda_context) == {"idle_endpoints": []}

@@ -223,10 +223,50 @@ def test_every_jobs_end_reaches_the_topic_and_a_failed_cleanup_raises_an_alarm(
         "ops@example.com",
     )
     # AND a failing cleanup function raises an alarm on that topic
-    (alarm,) = by_type["aws:cloudwatch/metricAlarm:MetricAlarm"]
+    alarms = {a.props["name"]: a for a in by_type["aws:cloudwatch/metricAlarm:MetricAlarm"]}
+    assert set(alarms) == {"spotbot-test-cleanup-failed", "spotbot-test-idle-endpoint"}
+    alarm = alarms["spotbot-test-cleanup-failed"]
     assert (alarm.props["namespace"], alarm.props["metricName"]) == ("AWS/Lambda", "Errors")
     assert alarm.props["dimensions"]["FunctionName"].endswith("cleanup")
     assert alarm.props["alarmActions"] == [topic.props["arn"]]
+    # AND an endpoint in service with no running job raises one too: the cleanup function
+    # counts such endpoints on a schedule, as the metric the functions emit (Powertools: the
+    # functions' namespace, dimension "service"), and two counts above 0 in a row alarm
+    idle = alarms["spotbot-test-idle-endpoint"]
+    (cleanup,) = [
+        f
+        for f in by_type["aws:lambda/function:Function"]
+        if f.props["handler"] == "functions.cleanup.lambda_handler"
+    ]
+    variables = cleanup.props["environment"]["variables"]
+    assert (idle.props["namespace"], idle.props["metricName"]) == (
+        variables["POWERTOOLS_METRICS_NAMESPACE"],
+        "IdleEndpoints",
+    )
+    assert idle.props["dimensions"] == {"service": variables["POWERTOOLS_SERVICE_NAME"]}
+    assert (idle.props["statistic"], idle.props["threshold"]) == ("Maximum", 0)
+    assert idle.props["comparisonOperator"] == "GreaterThanThreshold"
+    assert idle.props["evaluationPeriods"] == idle.props["datapointsToAlarm"] == 2
+    assert idle.props["alarmActions"] == [topic.props["arn"]]
+    (schedule,) = [
+        r for r in by_type["aws:cloudwatch/eventRule:EventRule"] if "idle" in r.props["name"]
+    ]
+    assert (
+        schedule.props["scheduleExpression"] == f"rate({int(idle.props['period']) // 60} minutes)"
+    )
+    targets = [
+        t
+        for t in by_type["aws:cloudwatch/eventTarget:EventTarget"]
+        if t.props["rule"] == schedule.props["name"]
+    ]
+    assert [t.props["arn"] for t in targets] == [cleanup.props["arn"]]
+    (permission,) = [
+        p
+        for p in by_type["aws:lambda/permission:Permission"]
+        if p.props.get("sourceArn") == schedule.props["arn"]
+    ]
+    assert permission.props["principal"] == "events.amazonaws.com"
+    assert permission.props["function"] == cleanup.props["name"]
     # AND the cleanup function may put events on the default bus, and only there
     cleanup_policies = [
         json.loads(r.props["policy"])
@@ -241,6 +281,14 @@ def test_every_jobs_end_reaches_the_topic_and_a_failed_cleanup_raises_an_alarm(
         in (_arn("events", "event-bus/default"), [_arn("events", "event-bus/default")])
         for s in puts
     ), puts
+    # AND it may list endpoints (to count idle ones) but delete only the stack's
+    lists = [
+        s
+        for doc in cleanup_policies
+        for s in doc["Statement"]
+        if "sagemaker:ListEndpoints" in s["Action"]
+    ]
+    assert [s["Action"] for s in lists] == [["sagemaker:ListEndpoints"]]
 
 
 def test_compute_is_spot_with_host_loss_retry(mocks: SpotbotMocks) -> None:
@@ -365,16 +413,84 @@ def test_images_are_built_from_the_one_definition_and_referenced_by_digest(
 def test_models_repositories_are_scanned_and_immutable(mocks: SpotbotMocks) -> None:
     _deploy(mocks, lambda d: d.outputs["ecr_repository_urls"])
     repos = _of(mocks, "aws:ecr/repository:Repository")
-    assert len(repos) == 3
+    assert sorted(r.props["name"] for r in repos) == [
+        "spotbot-test/car-model",
+        "spotbot-test/custom-bots",  # for images of bots registered through the API
+        "spotbot-test/ocr-zh",
+        "spotbot-test/sentiment-zh",
+    ]
     for repo in repos:
         assert repo.props["imageTagMutability"] == "IMMUTABLE", repo.label
         assert repo.props["imageScanningConfiguration"] == {"scanOnPush": True}, repo.label
 
 
+def _role_statements(mocks: SpotbotMocks, function: str) -> list[dict[str, Any]]:
+    return [
+        stmt
+        for r in _of(mocks, "aws:iam/rolePolicy:RolePolicy")
+        if r.name.startswith(f"functions-{function}-")
+        for stmt in json.loads(r.props["policy"])["Statement"]
+    ]
+
+
+def test_the_api_may_register_custom_bots_job_definitions_and_nothing_more(
+    mocks: SpotbotMocks,
+) -> None:
+    from spotbot.aws.job_definitions import CustomBotCompute
+
+    # GIVEN a stack that also allows a CI registry's repository for custom bots
+    ci = "registry.example.com:5000/team/bots"
+    pulumi.runtime.set_all_config({"spotbot:customBotRepositories": json.dumps([ci])})
+    _deploy(mocks, lambda d: d.outputs["custom_bot_repository_url"])
+    # THEN the api function registers and deregisters job definitions under its prefix only
+    prefix = _arn("batch", "job-definition/spotbot-test-custom-*")
+    batch = {
+        a: s for s in _role_statements(mocks, "api") for a in s["Action"] if a.startswith("batch:")
+    }
+    assert {a: s["Resource"] for a, s in batch.items() if "JobDefinition" in a} == {
+        "batch:RegisterJobDefinition": [prefix],
+        "batch:DeregisterJobDefinition": [prefix],
+    }
+    # and only for unprivileged containers of images by digest from the allowed repositories
+    repo_url = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/spotbot-test/"
+    condition = batch["batch:RegisterJobDefinition"]["Condition"]
+    assert sorted(condition["StringLike"]["batch:Image"]) == sorted(
+        [f"{repo_url}{b}@sha256:*" for b in (*config.BUILTIN_BOTS, "custom-bots")]
+        + [f"{ci}@sha256:*"]
+    )
+    assert condition["Bool"] == {"batch:Privileged": "false"}
+    # and it may pass the workers' job role, and no other role
+    (job_role,) = [r for r in _of(mocks, "aws:iam/role:Role") if r.name == "compute-job"]
+    passes = [s for s in _role_statements(mocks, "api") if "iam:PassRole" in s["Action"]]
+    assert [s["Resource"] for s in passes] == [[job_role.props["arn"]]]
+    # and no other function may touch job definitions or pass the job role
+    for function in ("init", "scan", "endpoint", "finalize", "cleanup", "requeue"):
+        actions = {a for s in _role_statements(mocks, function) for a in s["Action"]}
+        assert not {"batch:RegisterJobDefinition", "batch:DeregisterJobDefinition"} & actions
+    # AND its setting names the same prefix, role, log group and repositories
+    (api,) = [
+        f
+        for f in _of(mocks, "aws:lambda/function:Function")
+        if f.props["handler"] == "functions.api.lambda_handler"
+    ]
+    compute = CustomBotCompute.from_json(
+        api.props["environment"]["variables"]["SPOTBOT_CUSTOM_BOT_COMPUTE"]
+    )
+    assert _arn("batch", f"job-definition/{compute.definition_name('x')}").startswith(
+        prefix.rstrip("*")
+    )
+    assert compute.job_role_arn == job_role.props["arn"]
+    assert compute.log_group == "/aws/batch/spotbot-test-workers"
+    assert compute.allows_image(f"{ci}@sha256:" + "0" * 64)
+    assert compute.allows_image(f"{repo_url}custom-bots@sha256:" + "0" * 64)
+    assert not compute.allows_image("docker.io/library/python@sha256:" + "0" * 64)
+    assert (compute.attempts, compute.timeout_seconds) == (3, 24 * 3600)
+
+
 def test_api_uses_iam_auth_validation_logs_and_throttling(mocks: SpotbotMocks) -> None:
     _deploy(mocks, lambda d: d.api.url)
     methods = _of(mocks, "aws:apigateway/method:Method")
-    assert len(methods) == 10
+    assert len(methods) == 11  # DELETE /bots/{name} among them
     for method in methods:
         assert method.props["authorization"] == "AWS_IAM", method.label
         assert method.props["requestValidatorId"], method.label

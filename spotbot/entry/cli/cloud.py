@@ -247,6 +247,43 @@ def bots(ctx: click.Context, as_json: bool) -> None:
 
 
 @cloud.command()
+@click.argument("name")
+@click.option("--image", "image_uri", required=True, help="The bot's image, by digest.")
+@click.option("--model", "model_uri", required=True, help="Its model: s3://.../<name>/<version>/")
+@click.option("--model-version", default=None, help="The model's version [default: registered].")
+@click.option(
+    "--accepts", "extensions", required=True, help="File types it tags, comma-separated: jpg,png"
+)
+@click.option("--command", default=None, help="What its worker runs [default: work].")
+@click.option("--vcpus", type=click.IntRange(1, 64), default=None)
+@click.option("--memory-mib", type=click.IntRange(512), default=None)
+@click.option("--description", default=None)
+@json_option
+@click.pass_context
+@guarded
+def register(ctx: click.Context, name: str, as_json: bool, **fields: Any) -> None:
+    """Register (or replace) a custom bot NAME: its image runs on Batch like a built-in's."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    body["extensions"] = [e.strip().lower().lstrip(".") for e in body["extensions"].split(",")]
+    if "command" in body:
+        body["command"] = body["command"].split()
+    answer = _client(ctx).call("PUT", f"/bots/{name}", body)
+    line = f"bot {answer['name']} registered: {answer.get('job_definition_arn')}"
+    _show(answer, as_json, line)
+
+
+@cloud.command()
+@click.argument("name")
+@json_option
+@click.pass_context
+@guarded
+def unregister(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Remove custom bot NAME and its job definition (refused while a job uses it)."""
+    answer = _client(ctx).call("DELETE", f"/bots/{name}")
+    _show(answer, as_json, f"bot {name} removed")
+
+
+@cloud.command()
 @click.argument("bot")
 @json_option
 @click.pass_context
