@@ -49,6 +49,10 @@ class JobRequest(_Request):
     model_version: Version | None = None
     inference: Literal["endpoint", "in-container"] | None = None
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
+    per_asset_results: bool = Field(
+        default=False,
+        description="also write one result object per asset (a PUT each) beside results.jsonl",
+    )
     client_token: ClientToken | None = Field(
         default=None, description="the same token never starts a second job; a retried POST is safe"
     )

@@ -15,7 +15,8 @@ from spotbot.core.errors import AssetError, ModelError
 class WordsBot(Bot):
     """Tags a UTF-8 text file with its words (label = word, score = share of the words).
 
-    SPOTBOT_TEST_DELAY (seconds per asset) slows it down so tests can kill a run mid-way.
+    SPOTBOT_TEST_DELAY (seconds per asset) slows it down so tests can kill a run mid-way;
+    a text containing "SLOW" takes ten times as long.
     Text containing "CRASH" raises a plain exception in predict, to exercise bot-error paths.
     """
 
@@ -45,7 +46,7 @@ class WordsBot(Bot):
         out = []
         for text in items:
             if self.delay:
-                time.sleep(self.delay)
+                time.sleep(self.delay * (10 if "SLOW" in text else 1))
             if "CRASH" in text:
                 raise RuntimeError("the model fell over")
             words = text.split()

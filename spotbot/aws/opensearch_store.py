@@ -419,6 +419,25 @@ class OpenSearchTaskStore(TaskStore):
         return sum(ok for ok, _ in items)
 
     def claim_tasks(self, job_id: str, shard: int, worker: str, limit: int) -> list[Task]:
+        with self._errors(f"claim tasks of {job_id} shard {shard}"):
+            return self._claim(job_id, shard, worker, limit, "asc")
+
+    def steal_tasks(self, job_id: str, worker: str, limit: int) -> list[Task]:
+        body = {
+            "size": 0,
+            "query": self._task_query(job_id, TaskStatus.PENDING),
+            "aggs": {"by_shard": {"terms": {"field": "shard", "size": 1}}},  # the fullest one
+        }
+        with self._errors(f"take over tasks of {job_id}"):
+            buckets = self._client.search(index=self.tasks_index, body=body)["aggregations"][
+                "by_shard"
+            ]["buckets"]
+            if not buckets:
+                return []
+            # From the shard's end (key descending): its own worker claims from the front.
+            return self._claim(job_id, int(buckets[0]["key"]), worker, limit, "desc")
+
+    def _claim(self, job_id: str, shard: int, worker: str, limit: int, order: str) -> list[Task]:
         if limit <= 0:
             return []
         # The token marks this call's writes, so a write that the client retried after a lost
@@ -428,54 +447,51 @@ class OpenSearchTaskStore(TaskStore):
         query = self._task_query(job_id, TaskStatus.PENDING, shard)
         claimed: list[Task] = []
         after: list[Any] | None = None
-        with self._errors(f"claim tasks of {job_id} shard {shard}"):
-            while len(claimed) < limit:
-                want = min(limit - len(claimed), MAX_PAGE)
-                hits = self._page(self.tasks_index, query, [{"key": "asc"}], want, after, True)
-                if not hits:
-                    break
-                actions = [
-                    self._conditional_update(
-                        h,
-                        {
-                            "status": str(TaskStatus.RUNNING),
-                            "worker": worker,
-                            "claim": token,
-                            "updated_at": now,
-                        },
-                    )
-                    for h in hits
-                ]
-                items = self._bulk(actions, refresh=self.refresh)
-                self._check(items, {409}, "claim tasks")
-                won = {info["_id"] for ok, info in items if ok}
-                # A conflict means the hit was stale (claimed or finished since the last
-                # refresh) unless it was our own retried write.
-                lost = [info["_id"] for ok, info in items if not ok]
-                if lost:
-                    docs = self._client.mget(index=self.tasks_index, body={"ids": lost})["docs"]
-                    won |= {
-                        d["_id"]
-                        for d in docs
-                        if d.get("found") and d["_source"].get("claim") == token
-                    }
-                for h in hits:
-                    if h["_id"] in won:
-                        src = h["_source"]
-                        claimed.append(
-                            Task(
-                                job_id=job_id,
-                                key=src["key"],
-                                shard=src["shard"],
-                                size=src.get("size"),
-                                status=TaskStatus.RUNNING,
-                                attempts=int(src.get("attempts") or 0),
-                                worker=worker,
-                            )
+        while len(claimed) < limit:
+            want = min(limit - len(claimed), MAX_PAGE)
+            hits = self._page(self.tasks_index, query, [{"key": order}], want, after, True)
+            if not hits:
+                break
+            actions = [
+                self._conditional_update(
+                    h,
+                    {
+                        "status": str(TaskStatus.RUNNING),
+                        "worker": worker,
+                        "claim": token,
+                        "updated_at": now,
+                    },
+                )
+                for h in hits
+            ]
+            items = self._bulk(actions, refresh=self.refresh)
+            self._check(items, {409}, "claim tasks")
+            won = {info["_id"] for ok, info in items if ok}
+            # A conflict means the hit was stale (claimed or finished since the last
+            # refresh) unless it was our own retried write.
+            lost = [info["_id"] for ok, info in items if not ok]
+            if lost:
+                docs = self._client.mget(index=self.tasks_index, body={"ids": lost})["docs"]
+                won |= {
+                    d["_id"] for d in docs if d.get("found") and d["_source"].get("claim") == token
+                }
+            for h in hits:
+                if h["_id"] in won:
+                    src = h["_source"]
+                    claimed.append(
+                        Task(
+                            job_id=job_id,
+                            key=src["key"],
+                            shard=src["shard"],
+                            size=src.get("size"),
+                            status=TaskStatus.RUNNING,
+                            attempts=int(src.get("attempts") or 0),
+                            worker=worker,
                         )
-                if len(hits) < want:
-                    break
-                after = hits[-1]["sort"]
+                    )
+            if len(hits) < want:
+                break
+            after = hits[-1]["sort"]
         claimed.sort(key=lambda t: t.key)
         return claimed
 
@@ -602,14 +618,19 @@ class OpenSearchTaskStore(TaskStore):
         self._check(items, set(), "record results")
 
     def reclaim_running(
-        self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+        self,
+        job_id: str,
+        shard: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        owner: str | None = None,
     ) -> int:
         now = utcnow()
         changed = 0
+        query = self._task_query(job_id, TaskStatus.RUNNING, shard)
+        if owner is not None:
+            query["bool"]["filter"].append({"prefix": {"worker": owner}})
         with self._errors(f"reclaim tasks of {job_id}"):
-            for hits in self._scan_tasks(
-                self._task_query(job_id, TaskStatus.RUNNING, shard), seq_no=True
-            ):
+            for hits in self._scan_tasks(query, seq_no=True):
                 actions = []
                 for h in hits:
                     attempts = int(h["_source"].get("attempts") or 0)

@@ -125,6 +125,7 @@ def init_step(
         model=request.get("model_version"),
         max_failure_pct=float(limits.default_max_failure_pct if pct is None else pct),
         job_id=job_id,
+        per_asset_results=bool(request.get("per_asset_results")),
     )
     if job.opts.inference is None:
         poll = int(_given(request.get("poll_seconds"), limits.default_poll_seconds))

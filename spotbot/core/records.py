@@ -75,6 +75,8 @@ class JobOptions:
     model_path: str | None = None  # the model folder a local job loads (None: built-in or S3)
     model_origin: str = ""  # where the model comes from: a folder, a registry URI, built-in
     max_asset_bytes: int | None = None
+    # One result object per asset beside results.jsonl (in S3, a PUT each): off by default.
+    per_asset_results: bool | None = None
     inference: str | None = None  # cloud: "endpoint" | "in-container"
     endpoint_name: str | None = None  # cloud, endpoint mode
     poll_seconds: int | None = None  # cloud: the endpoint wait's polling interval

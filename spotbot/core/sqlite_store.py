@@ -249,10 +249,34 @@ class SqliteTaskStore(TaskStore):
             rows = db.execute(
                 "UPDATE tasks SET status = 'RUNNING', worker = ?,"
                 " updated_at = ? WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?"
-                " AND shard = ? AND status = 'PENDING' LIMIT ?)"
+                " AND shard = ? AND status = 'PENDING' ORDER BY rowid LIMIT ?)"
                 " RETURNING key, shard, size, attempts",
                 (worker, utcnow(), job_id, shard, limit),
             ).fetchall()
+        return self._claimed(job_id, worker, rows)
+
+    def steal_tasks(self, job_id: str, worker: str, limit: int) -> list[Task]:
+        if limit <= 0:
+            return []
+        with self._tx() as db:  # one write transaction: the choice and the claim are atomic
+            victim = db.execute(
+                "SELECT shard FROM tasks WHERE job_id = ? AND status = 'PENDING'"
+                " GROUP BY shard ORDER BY count(*) DESC, shard LIMIT 1",
+                (job_id,),
+            ).fetchone()
+            if victim is None:
+                return []
+            rows = db.execute(
+                "UPDATE tasks SET status = 'RUNNING', worker = ?,"
+                " updated_at = ? WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?"
+                " AND shard = ? AND status = 'PENDING' ORDER BY rowid DESC LIMIT ?)"
+                " RETURNING key, shard, size, attempts",
+                (worker, utcnow(), job_id, victim[0], limit),
+            ).fetchall()
+        return self._claimed(job_id, worker, rows)
+
+    @staticmethod
+    def _claimed(job_id: str, worker: str, rows: Sequence[Any]) -> list[Task]:
         tasks = [
             Task(
                 job_id=job_id,
@@ -337,13 +361,20 @@ class SqliteTaskStore(TaskStore):
             )
 
     def reclaim_running(
-        self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+        self,
+        job_id: str,
+        shard: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        owner: str | None = None,
     ) -> int:
         where = "job_id = ? AND status = 'RUNNING'"
         params: list[Any] = [job_id]
         if shard is not None:
             where += " AND shard = ?"
             params.append(shard)
+        if owner is not None:
+            where += " AND substr(worker, 1, ?) = ?"
+            params.extend([len(owner), owner])
         now = utcnow()
         with self._tx() as db:
             before = db.total_changes

@@ -49,6 +49,7 @@ def init_job(
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
     job_id: str | None = None,
     bot_cls: type[Bot] | None = None,
+    per_asset_results: bool = False,
 ) -> Job:
     """Validate a request, resolve the model version and record the job (idempotent by job id).
 
@@ -79,6 +80,7 @@ def init_job(
             model_path=str(ref.path) if ref.path else None,
             model_origin=ref.origin,
             max_asset_bytes=max_asset_bytes,
+            per_asset_results=per_asset_results or None,
         ).to_dict(),
     )
     return store.create_job(job)

@@ -41,10 +41,13 @@ class SearchHit:
 class TaskStore(ABC):
     """Jobs, their tasks and results. Every write is bulk and idempotent.
 
-    One worker owns one shard of a job at a time, so claiming needs no cross-worker locking:
-    `claim_tasks` hands out the shard's PENDING tasks page by page and marks them RUNNING.
-    A worker that starts on a shard first calls `reclaim_running` for it, which puts back
-    whatever a dead predecessor left RUNNING.
+    Each worker has a home shard, and claims are atomic, so workers share work: `claim_tasks`
+    hands out the home shard's PENDING tasks page by page (from the front) and marks them
+    RUNNING; once it is empty, `steal_tasks` takes tasks from the back of the shard with the
+    most left, so a job's wall time is its work divided by its workers, not its slowest shard.
+    Worker ids begin with their slot's prefix (`owner_prefix`): a worker that starts in a slot
+    first calls `reclaim_running(owner=...)`, which puts back whatever a dead predecessor in
+    that slot left RUNNING, in whichever shard it had taken it from.
     """
 
     # -- jobs ---------------------------------------------------------------------------
@@ -79,6 +82,14 @@ class TaskStore(ABC):
         """Mark up to `limit` PENDING tasks of the shard RUNNING for `worker` and return them."""
 
     @abstractmethod
+    def steal_tasks(self, job_id: str, worker: str, limit: int) -> list[Task]:
+        """Mark up to `limit` PENDING tasks of the shard with the most left RUNNING for `worker`.
+
+        They come from the end of that shard, away from where its own worker claims, so the
+        two rarely contend; an empty list means the job has nothing left to claim.
+        """
+
+    @abstractmethod
     def begin_attempt(self, job_id: str, task_ids: Sequence[str]) -> None:
         """Count an attempt on claimed tasks whose tagging starts now (a batch, not a page).
 
@@ -96,9 +107,17 @@ class TaskStore(ABC):
 
     @abstractmethod
     def reclaim_running(
-        self, job_id: str, shard: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+        self,
+        job_id: str,
+        shard: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        owner: str | None = None,
     ) -> int:
-        """Tasks left RUNNING by a dead worker go back to PENDING (or FAILED past max_attempts)."""
+        """Tasks left RUNNING by a dead worker go back to PENDING (or FAILED past max_attempts).
+
+        All of the job's (or the shard's), or with `owner` only those held by a worker whose
+        id begins with it: a worker slot's dead predecessors, while other slots work on.
+        """
 
     @abstractmethod
     def requeue_failed(self, job_id: str) -> int:
@@ -140,6 +159,11 @@ class TaskStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def owner_prefix(slot: int) -> str:
+    """The start of every worker id in a slot (a local worker, a Batch array child)."""
+    return f"slot{slot}/"
 
 
 #: How deep search pages go (OpenSearch's default result window, kept by every store alike).

@@ -16,7 +16,7 @@ from spotbot.core.errors import AssetError, BotUnavailableError, one_line
 from spotbot.core.records import Job, Result, Task, TaskStatus
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import Source
-from spotbot.core.store import TaskStore
+from spotbot.core.store import TaskStore, owner_prefix
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ def available_cpus() -> int:
 
 @dataclass(slots=True)
 class WorkerConfig:
-    page_size: int = 256  # tasks claimed at a time
+    page_size: int = 256  # tasks claimed at a time from the home shard, at most 4 batches
     batch_size: int | None = None  # assets per predict call; None: the bot's own batch size
     read_concurrency: int = 8  # assets read at once (S3 GETs in flight)
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES
+    steal: bool = True  # once the home shard is empty, take over other shards' tasks
 
 
 @dataclass(slots=True)
@@ -45,6 +46,7 @@ class ShardStats:
     failed: int = 0
     released: int = 0
     reclaimed: int = 0
+    stolen: int = 0  # tasks taken over from other shards
     wall_seconds: float = 0.0
     bot_seconds: float = 0.0  # time inside the bot (decode + predict)
     read_seconds: float = 0.0  # time the tagging loop waited for reads
@@ -64,12 +66,17 @@ class _Item:
 
 @dataclass
 class ShardWorker:
-    """Works one shard of one job to the end, or until `stop` is set.
+    """Works its home shard of one job, then takes over other shards' tasks, until the job has
+    nothing left to claim or `stop` is set.
+
+    Claims are small (a few batches from the home shard, one batch when taking over), so at
+    the end of a job no worker idles while another still holds a queue of work.
 
     Crash safety comes from the order of writes: result objects first (same path on every
     attempt, atomic), then the tasks' status in one bulk write. A worker killed between the
-    two leaves its tasks RUNNING; the next worker on the shard reclaims them and writes the
-    same result objects again, so nothing is lost and nothing is duplicated.
+    two leaves its tasks RUNNING; the next worker in its slot (the worker id's prefix)
+    reclaims them and writes the same result objects again, so nothing is lost and nothing is
+    duplicated.
     """
 
     store: TaskStore
@@ -82,19 +89,35 @@ class ShardWorker:
     config: WorkerConfig = field(default_factory=WorkerConfig)
     stop: threading.Event = field(default_factory=threading.Event)
     on_batch: Callable[[ShardStats], None] | None = None
+    # The worker's slot (default: its home shard, as for a Batch array child): its id begins
+    # with the slot's prefix, and at start it reclaims what its slot's predecessors left.
+    slot: int | None = None
+
+    def __post_init__(self) -> None:
+        self.slot = self.shard if self.slot is None else self.slot
+        prefix = owner_prefix(self.slot)
+        if not self.worker_id.startswith(prefix):
+            self.worker_id = prefix + self.worker_id
 
     def run(self) -> ShardStats:
         stats = ShardStats(shard=self.shard)
         started = time.perf_counter()
-        stats.reclaimed = self.store.reclaim_running(self.job.id, self.shard)
+        assert self.slot is not None
+        stats.reclaimed = self.store.reclaim_running(self.job.id, owner=owner_prefix(self.slot))
         batch_size = max(1, self.config.batch_size or self.bot.batch_size)
+        page = max(1, min(self.config.page_size, 4 * batch_size))
+        home_empty = False
         with ThreadPoolExecutor(
             max_workers=max(1, self.config.read_concurrency), thread_name_prefix="read"
         ) as pool:
             while not self.stop.is_set():
-                tasks = self.store.claim_tasks(
-                    self.job.id, self.shard, self.worker_id, self.config.page_size
-                )
+                tasks: list[Task] = []
+                if not home_empty:
+                    tasks = self.store.claim_tasks(self.job.id, self.shard, self.worker_id, page)
+                    home_empty = not tasks
+                if home_empty and self.config.steal:
+                    tasks = self.store.steal_tasks(self.job.id, self.worker_id, batch_size)
+                    stats.stolen += len(tasks)
                 if not tasks:
                     break
                 batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
@@ -181,7 +204,8 @@ class ShardWorker:
             prediction = predictions[id(item)]
             assert isinstance(prediction, dict)
             result = self._result(item.task, TaskStatus.DONE, prediction=prediction)
-            self.sink.write_result(result)
+            if self.job.opts.per_asset_results:
+                self.sink.write_result(result)
             results.append(result)
             stats.done += 1
         self.store.complete_tasks(results)

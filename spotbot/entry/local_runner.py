@@ -26,7 +26,7 @@ from spotbot.core.errors import (
     UsageError,
 )
 from spotbot.core.records import Job, JobStatus, utcnow
-from spotbot.core.shard import load_job_bot
+from spotbot.core.shard import job_bot_class, load_job_bot
 from spotbot.core.sqlite_store import SqliteTaskStore
 from spotbot.core.steps import finalize_job, init_job, job_counts, scan_job
 from spotbot.core.store import TaskStore
@@ -149,9 +149,10 @@ def _worker_init(parent_pid: int) -> None:
 
 
 def run_shard(
-    home_root: str, job_id: str, shard: int, threads: int, config: WorkerConfig
+    home_root: str, job_id: str, shard: int, threads: int, config: WorkerConfig, slot: int = 0
 ) -> dict[str, Any]:
-    """Entry point of one worker process: load the bot once, then work the shard to the end."""
+    """Entry point of one worker process: load the bot once, then work from its home shard
+    until the job has nothing left to claim."""
     home = Home(Path(home_root))
     with home.store() as store:
         job = store.get_job(job_id)
@@ -176,6 +177,7 @@ def run_shard(
             worker_id=f"{os.uname().nodename}:{os.getpid()}:{shard}",
             config=config,
             stop=_STOP,
+            slot=slot,
         )
         stats = worker.run().to_dict()
         stats["load_seconds"] = load_seconds
@@ -208,6 +210,7 @@ class LocalRunner:
         max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
         shards: int | None = None,
         job_id: str | None = None,
+        per_asset_results: bool = False,
     ) -> Job:
         with self.home.store() as store:
             return init_job(
@@ -221,6 +224,7 @@ class LocalRunner:
                 max_failure_pct=max_failure_pct,
                 max_asset_bytes=max_asset_bytes,
                 job_id=job_id,
+                per_asset_results=per_asset_results,
             )
 
     def stop(self) -> None:
@@ -286,12 +290,13 @@ class LocalRunner:
             scan_job(store, job, open_source(job.source), on_page=on_page)
 
     def _work(self, store: TaskStore, job: Job) -> list[dict[str, Any]]:
-        # Only shards with tasks left get a worker (each loads the model once): a one-image
-        # job starts one process, with every core for its model.
         work = store.shards_with_work(job.id)
         if not work:
             return []
-        procs = max(1, min(self.workers, len(work)))
+        procs = worker_count(self.workers, sum(work.values()), self._batch_size(job))
+        # Each worker starts in a shard of its own (the fullest first) and takes over the
+        # others' tasks once its own is done: no worker idles while there is work to claim.
+        homes = sorted(work, key=lambda shard: (-work[shard], shard))
         threads = max(1, default_workers() // procs)
         ctx = multiprocessing.get_context("spawn")
         results: list[dict[str, Any]] = []
@@ -302,9 +307,15 @@ class LocalRunner:
         ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(
-                    run_shard, str(self.home.root), job.id, shard, threads, self.config
-                ): shard
-                for shard in sorted(work)
+                    run_shard,
+                    str(self.home.root),
+                    job.id,
+                    homes[slot % len(homes)],
+                    threads,
+                    self.config,
+                    slot,
+                ): slot
+                for slot in range(procs)
             }
             signalled = False
             while futures:
@@ -338,9 +349,29 @@ class LocalRunner:
             raise JobFailedError(errors[0])
         return results
 
+    def _batch_size(self, job: Job) -> int:
+        if self.config.batch_size:
+            return self.config.batch_size
+        try:
+            return max(1, int(job_bot_class(job).batch_size))
+        except SpotbotError:  # the worker will say what is wrong with the bot
+            return 1
+
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
             self.on_progress(progress)
+
+
+#: A worker loads the model once and should have at least this many batches to tag, or the
+#: load costs more than the share of work it takes over: small jobs start fewer workers.
+MIN_BATCHES_PER_WORKER = 4
+
+
+def worker_count(workers: int, tasks: int, batch_size: int) -> int:
+    """How many worker processes a job with `tasks` left gets: at most `workers`, and no more
+    than have MIN_BATCHES_PER_WORKER batches each (a one-image job starts one)."""
+    per_worker = MIN_BATCHES_PER_WORKER * max(1, batch_size)
+    return max(1, min(workers, -(-tasks // per_worker)))
 
 
 def _stop_resource_tracker() -> None:

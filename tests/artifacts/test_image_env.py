@@ -300,6 +300,7 @@ def test_work_tags_a_shard_from_s3_into_the_index(
             sink=open_sink("s3://img-out/runs"),
             shards=2,
             job_id="job-image",
+            per_asset_results=True,
         )
         scan_job(store, job, open_source(job.source))
     # WHEN the image's `work` command runs each shard, as a Batch array child would

@@ -405,6 +405,44 @@ def test_reclaim_running_returns_tasks_then_fails_them(store: TaskStore) -> None
     assert store.reclaim_running("job-1") == 0
 
 
+def test_steal_takes_from_the_back_of_the_fullest_shard(store: TaskStore) -> None:
+    # GIVEN a job whose shard 0 is done and whose other shards hold 3 and 30 tasks
+    make_job(store, shards=3)
+    full = [Task(job_id="job-1", key=f"f{i:03d}.jpg", shard=2) for i in range(30)]
+    thin = [Task(job_id="job-1", key=f"t{i:03d}.jpg", shard=1) for i in range(3)]
+    store.put_tasks(full + thin)
+    # WHEN the idle worker of shard 0 takes over a batch, twice
+    first = store.steal_tasks("job-1", "slot0/w", 4)
+    second = store.steal_tasks("job-1", "slot0/w", 4)
+    # THEN it gets the fullest shard's last keys, away from where that shard's worker claims
+    assert [t.key for t in first] == [f"f{i:03d}.jpg" for i in range(26, 30)]
+    assert [t.key for t in second] == [f"f{i:03d}.jpg" for i in range(22, 26)]
+    assert all(t.status is TaskStatus.RUNNING and t.worker == "slot0/w" for t in first)
+    # AND the shard's own worker, claiming from the front, never gets a stolen task
+    own = claim_all(store, "job-1", 2, 5)
+    assert sorted(t.key for t in own) == [f"f{i:03d}.jpg" for i in range(22)]
+    # AND once nothing is PENDING anywhere, stealing returns nothing
+    assert len(store.steal_tasks("job-1", "slot0/w", 10)) == 3
+    assert store.steal_tasks("job-1", "slot0/w", 10) == []
+    assert store.count_tasks("job-1")[TaskStatus.RUNNING] == 33
+
+
+def test_reclaim_by_owner_leaves_other_slots_tasks_running(store: TaskStore) -> None:
+    # GIVEN slot 0 took over tasks of shard 1 and died; slot 1 is still working its shard
+    make_job(store, shards=2)
+    store.put_tasks([Task(job_id="job-1", key=f"k{i:02d}.jpg", shard=1) for i in range(10)])
+    mine = store.claim_tasks("job-1", 1, "slot1/host:2:1", 4)
+    stolen = store.steal_tasks("job-1", "slot0/host:1:0", 3)
+    # WHEN slot 0's next worker starts and reclaims what its predecessor left
+    assert store.reclaim_running("job-1", owner="slot0/") == len(stolen) == 3
+    # THEN the stolen tasks are PENDING again and slot 1's are still RUNNING, untouched
+    counts = store.count_tasks("job-1")
+    assert (counts[TaskStatus.RUNNING], counts[TaskStatus.PENDING]) == (len(mine), 10 - len(mine))
+    # AND a prefix is a prefix: slot 1 does not reclaim slot 10's or slot 0's
+    assert store.reclaim_running("job-1", owner="slot10/") == 0
+    assert store.reclaim_running("job-1", owner="slot1/") == len(mine)
+
+
 def test_requeue_failed_starts_them_over(store: TaskStore) -> None:
     make_job(store)
     store.put_tasks(make_tasks("job-1", 4))

@@ -50,7 +50,11 @@ def test_each_bad_asset_fails_alone_and_the_job_completes(bad_folder: Path, tmp_
     out = tmp_path / "out"
     runner = LocalRunner(tmp_path / "home", workers=2)
     job = runner.create(
-        bot="ocr-zh", source=str(bad_folder), output=str(out), max_asset_bytes=2_000_000
+        bot="ocr-zh",
+        source=str(bad_folder),
+        output=str(out),
+        max_asset_bytes=2_000_000,
+        per_asset_results=True,
     )
     # a file that vanishes and one that turns into a folder between scan and work
     (bad_folder / "vanishes.jpg").write_bytes(_jpeg())

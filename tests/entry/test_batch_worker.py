@@ -220,6 +220,7 @@ def _create_job(cloud: dict[str, Any], job_id: str, shards: int) -> Job:
             sink=open_sink(f"s3://{OUT_BUCKET}/runs"),
             shards=shards,
             job_id=job_id,
+            per_asset_results=True,
         )
         scan_job(store, job, open_source(job.source))
         return store.get_job(job.id)

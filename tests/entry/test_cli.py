@@ -172,6 +172,7 @@ def test_tag_an_s3_prefix_end_to_end(tmp_path: Path, aws_env: dict[str, str]) ->
         "s3://results/tags",
         "--workers",
         "2",
+        "--per-asset-results",
         "--json",
         env=env,
     )

@@ -20,7 +20,7 @@ N = 300
 SCRIPT = """
 set -u
 mount -t tmpfs -o size=96k tmpfs "$OUT"
-"$PY" -m spotbot tag "$SRC" --bot "$BOT" --out "$OUT" --workers 2 >"$WORK/first.out" 2>"$WORK/first.err"
+"$PY" -m spotbot tag "$SRC" --bot "$BOT" --out "$OUT" --workers 2 --per-asset-results >"$WORK/first.out" 2>"$WORK/first.err"
 echo $? >"$WORK/first.rc"
 "$PY" -m spotbot jobs --json >"$WORK/jobs.json"
 mount -o remount,size=64m tmpfs "$OUT"

@@ -73,7 +73,7 @@ def _job_id(env: dict[str, str]) -> str:
     return str(jobs[0]["id"])
 
 
-def _check_complete(out: Path, home: Path, job_id: str) -> None:
+def _check_complete(out: Path, home: Path, job_id: str, per_asset: bool = False) -> None:
     lines = (out / job_id / "results.jsonl").read_text().splitlines()
     records = [json.loads(x) for x in lines]
     keys = [r["key"] for r in records]
@@ -81,8 +81,11 @@ def _check_complete(out: Path, home: Path, job_id: str) -> None:
     statuses = {r["key"]: r["status"] for r in records}
     assert statuses.pop("broken.txt") == "FAILED"
     assert set(statuses.values()) == {"DONE"}
-    per_asset = sorted(p.name for p in (out / job_id / "results").iterdir())
-    assert per_asset == [f"a{i:03d}.txt.json" for i in range(N_ASSETS)]  # no temp files left
+    if per_asset:
+        names = sorted(p.name for p in (out / job_id / "results").iterdir())
+        assert names == [f"a{i:03d}.txt.json" for i in range(N_ASSETS)]  # no temp files left
+    else:  # results.jsonl only, unless per-asset results were asked for
+        assert not (out / job_id / "results").exists()
     with sqlite3.connect(home / "spotbot.sqlite3") as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         running = con.execute("SELECT count(*) FROM tasks WHERE status IN ('RUNNING', 'PENDING')")
@@ -104,7 +107,8 @@ def test_kill_9_then_resume_finishes_with_exactly_one_result_per_asset(
     home, out = tmp_path / "home", tmp_path / "out"
     env = base_env(home, SPOTBOT_TEST_DELAY="0.03")
     folder = _assets(tmp_path / "in")
-    proc = _start(["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"], env)
+    args = ["tag", str(folder), "--bot", BOT, "--out", str(out), "--workers", "2"]
+    proc = _start([*args, "--per-asset-results"], env)
     if kill_after_done:
         _wait_for(home / "spotbot.sqlite3", kill_after_done, proc)
     else:
@@ -122,7 +126,7 @@ def test_kill_9_then_resume_finishes_with_exactly_one_result_per_asset(
     resumed = run_cli("resume", job_id, "--workers", "2", env=env)
 
     assert resumed.returncode == 0, resumed.stderr
-    _check_complete(out, home, job_id)
+    _check_complete(out, home, job_id, per_asset=True)
 
 
 def test_killed_again_and_again_it_still_converges(tmp_path: Path) -> None:

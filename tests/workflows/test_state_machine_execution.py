@@ -74,6 +74,7 @@ class Cloud:
                 "output": f"s3://{sfn.OUT_BUCKET}/runs",
                 "shards": 5,
                 "poll_seconds": 1,
+                "per_asset_results": True,
                 **request,
             }
             name = job_id

@@ -230,6 +230,11 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
     default=None,
     help="Assets per model call [default: the bot's].",
 )
+@click.option(
+    "--per-asset-results",
+    is_flag=True,
+    help="Also write OUT/<job_id>/results/<key>.json per asset (results.jsonl always).",
+)
 @click.option("--job-id", default=None, help="Use this job id (runs the job if it exists).")
 @home_option
 @json_option
@@ -243,6 +248,7 @@ def tag(
     max_failures: float,
     max_asset_mb: float,
     batch_size: int | None,
+    per_asset_results: bool,
     job_id: str | None,
     home: str | None,
     as_json: bool,
@@ -262,6 +268,7 @@ def tag(
         max_failure_pct=max_failures,
         max_asset_bytes=int(max_asset_mb * 1024 * 1024),
         job_id=job_id,
+        per_asset_results=per_asset_results,
     )
     click.echo(f"job {job.id}: {job.bot} (model {job.model_version}) over {job.source}", err=True)
     _run(runner, job.id, as_json)
