@@ -723,7 +723,9 @@ class OpenSearchTaskStore(TaskStore):
                 for h in hits:
                     src = h["_source"]
                     if h["_id"] in records:
-                        yield Result.from_record(job_id, records[h["_id"]])
+                        found = Result.from_record(job_id, records[h["_id"]])
+                        found.finished_at = src.get("updated_at")
+                        yield found
                     else:
                         yield Result(
                             job_id=job_id,
@@ -732,6 +734,7 @@ class OpenSearchTaskStore(TaskStore):
                             model_version=job.model_version,
                             status=TaskStatus(src["status"]),
                             error=src.get("error"),
+                            finished_at=src.get("updated_at"),
                         )
 
     def search(

@@ -71,6 +71,8 @@ def video(
     width, height = scenes[0][0].size
     with av.open(out, mode="w", format=container) as muxer:
         stream = muxer.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.video.stream.VideoStream):
+            raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         for image, seconds in scenes:

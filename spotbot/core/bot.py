@@ -104,7 +104,7 @@ class Bot(ABC):
         container = container_of(key, self.containers)
         if container is None:
             return None
-        return open_parts(
+        stream = open_parts(
             container,
             data,
             key,
@@ -112,6 +112,8 @@ class Bot(ABC):
             images=self.part_input == "image",
             texts=self.part_input == "text",
         )
+        stream.tagger = self.tag_container
+        return stream
 
     def decode_part(self, part: Part) -> Any:
         """A page's or frame's model input; None skips it (a page without a text layer)."""

@@ -16,7 +16,7 @@ from spotbot.core.errors import AssetError, UsageError
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.records import utcnow
 from spotbot.core.sources import LocalSource
-from spotbot.core.worker import available_cpus, decode_asset
+from spotbot.core.worker import available_cpus, decode_asset, predict_isolated
 
 #: The bundled sample folder (under examples/) each built-in bot is calibrated on.
 SAMPLE_FOLDERS = {"car-model": "photos", "sentiment-zh": "texts", "ocr-zh": "signs"}
@@ -85,8 +85,8 @@ def measure(
                     decoded.append(decode_asset(bot, data, key))
                 except AssetError:
                     continue
-            if decoded:
-                bot.predict(decoded)
+            if decoded:  # a document or a video is tagged page by page, as the worker does
+                predict_isolated(bot.predict, decoded)
             tagged += len(batch)
         elapsed = time.perf_counter() - began
         if elapsed >= min_seconds and tagged >= min_assets:

@@ -99,6 +99,14 @@ class PartStream:
     parts: Iterator[Part]
     info: dict[str, Any] = field(default_factory=dict)  # pages, duration, size...
     sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # part index -> image size
+    # What tags the whole stream (the bot that opened it: Bot.tag_container), so the worker's
+    # predict loop can hand a container to its bot next to a batch of plain inputs.
+    tagger: Callable[[PartStream], Prediction] | None = None
+
+    def tag(self) -> Prediction:
+        if self.tagger is None:
+            raise AssetError(f"{self.key}: no bot opened this {self.container}")
+        return self.tagger(self)
 
     def __iter__(self) -> Iterator[Part]:
         for part in self.parts:

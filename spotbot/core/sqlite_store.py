@@ -421,13 +421,16 @@ class SqliteTaskStore(TaskStore):
         last = ""
         while True:
             rows = self._query(
-                "SELECT key, status, error, result FROM tasks WHERE job_id = ? AND key > ?"
+                "SELECT key, status, error, result, updated_at FROM tasks WHERE job_id = ?"
+                " AND key > ?"
                 " AND status IN ('DONE', 'FAILED', 'SKIPPED') ORDER BY key LIMIT ?",
                 (job_id, last, page_size),
             )
-            for key, status, error, result in rows:
+            for key, status, error, result, updated_at in rows:
                 if result:
-                    yield Result.from_record(job_id, json.loads(result))
+                    found = Result.from_record(job_id, json.loads(result))
+                    found.finished_at = updated_at
+                    yield found
                 else:
                     yield Result(
                         job_id=job_id,
@@ -436,6 +439,7 @@ class SqliteTaskStore(TaskStore):
                         model_version=job.model_version,
                         status=TaskStatus(status),
                         error=error,
+                        finished_at=updated_at,
                     )
             if len(rows) < page_size:
                 return

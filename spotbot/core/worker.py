@@ -13,6 +13,7 @@ from typing import Any
 
 from spotbot.core.bot import Bot, Prediction
 from spotbot.core.errors import AssetError, BotUnavailableError, one_line
+from spotbot.core.parts import PartStream
 from spotbot.core.records import Job, Result, Task, TaskStatus
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import Source
@@ -237,8 +238,15 @@ class ShardWorker:
 
 # -- failure isolation: one bad asset fails itself, never its batch (worker and serving) ----
 def decode_asset(bot: Bot, data: bytes, key: str) -> Any:
-    """The bot's decoded input; any failure, a decoder's own bug included, is an AssetError."""
+    """The bot's decoded input; any failure, a decoder's own bug included, is an AssetError.
+
+    A container the bot takes (a PDF, a multi-page TIFF, a video) is opened and checked here
+    and comes back as a PartStream, whose pages or frames predict_isolated tags lazily.
+    """
     try:
+        stream = bot.open_container(data, key)
+        if stream is not None:
+            return stream
         return bot.decode(data, key)
     except AssetError:
         raise
@@ -263,6 +271,13 @@ def predict_isolated(
     """
     if not decoded:
         return []
+    if any(isinstance(item, PartStream) for item in decoded):
+        # Containers are tagged part by part by their own bot, each on its own; the plain
+        # inputs of the batch still go to predict together.
+        plain = iter(
+            predict_isolated(predict, [d for d in decoded if not isinstance(d, PartStream)])
+        )
+        return [_tag_stream(d) if isinstance(d, PartStream) else next(plain) for d in decoded]
     try:
         predictions = list(predict(decoded))
         if len(predictions) != len(decoded):
@@ -284,3 +299,13 @@ def predict_isolated(
         except Exception as exc:
             out.append(error_text(exc))
     return out
+
+
+def _tag_stream(stream: PartStream) -> Prediction | str:
+    """A container's one prediction, or the one-line error of its first bad page or frame."""
+    try:
+        return stream.tag()
+    except BotUnavailableError:
+        raise
+    except Exception as exc:
+        return error_text(exc)

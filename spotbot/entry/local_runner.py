@@ -260,7 +260,9 @@ class LocalRunner:
                 job = store.get_job(job_id)
                 if self._stop.is_set():
                     return self._interrupted(store, job, stats)
-                summary = finalize_job(store, open_sink(job.output), job)
+                summary = finalize_job(
+                    store, open_sink(job.output), job, source=open_source(job.source)
+                )
             except EnvironmentFault as exc:
                 # The disk or the output failed, not the job: stop resumably, say what failed.
                 store.update_job(job_id, status=JobStatus.INTERRUPTED, error=str(exc))
