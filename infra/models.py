@@ -70,7 +70,8 @@ class Models(pulumi.ComponentResource):
                         "ecr:GetDownloadUrlForLayer",
                         "ecr:BatchCheckLayerAvailability",
                     ],
-                    [r.arn for r in self.repositories.values()],
+                    # The custom bots' too: a custom bot's job may run in endpoint mode.
+                    [r.arn for r in (*self.repositories.values(), self.custom_repository)],
                 ),
                 iam.statement(
                     ["s3:GetObject"],

@@ -485,6 +485,17 @@ def test_the_api_may_register_custom_bots_job_definitions_and_nothing_more(
     assert compute.allows_image(f"{repo_url}custom-bots@sha256:" + "0" * 64)
     assert not compute.allows_image("docker.io/library/python@sha256:" + "0" * 64)
     assert (compute.attempts, compute.timeout_seconds) == (3, 24 * 3600)
+    # AND SageMaker may pull the custom bots' images, for their jobs in endpoint mode
+    pulls = [
+        s
+        for r in _of(mocks, "aws:iam/rolePolicy:RolePolicy")
+        if r.name.startswith("models-sagemaker")
+        for s in json.loads(r.props["policy"])["Statement"]
+        if "ecr:BatchGetImage" in s["Action"]
+    ]
+    assert [s["Resource"] for s in pulls] == [
+        [_arn("ecr", f"repository/spotbot-test/{b}") for b in (*config.BUILTIN_BOTS, "custom-bots")]
+    ]
 
 
 def test_api_uses_iam_auth_validation_logs_and_throttling(mocks: SpotbotMocks) -> None:
