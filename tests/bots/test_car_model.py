@@ -337,3 +337,24 @@ def test_fine_tuned_model_reaches_high_accuracy_and_returns_make_model_year(tmp_
     bot._direct = None
     through_autogluon = bot._finetuned_probabilities(images)
     assert abs(direct - through_autogluon).max() < (1e-4 if bot._dtype == torch.float32 else 0.05)
+
+
+def test_a_video_is_tagged_frame_by_frame_with_what_was_seen_when(bot: CarModelBot) -> None:
+    from spotbot.bots import synth_media
+
+    # GIVEN a 6-second clip: a cup of coffee for 3 s, then a motorcycle (a scene change)
+    def still(name: str) -> Image.Image:
+        return Image.open(io.BytesIO(photo_bytes(name))).convert("RGB").resize((640, 426))
+
+    clip = synth_media.video(
+        [(still("coffee.png"), 3.0), (still("motorcycle_left.png"), 3.0)], fps=5
+    )
+    # WHEN car-model tags it through the container path
+    stream = bot.open_container(clip, "road.mp4")
+    assert stream is not None
+    result = bot.tag_container(stream)
+    # THEN every tag has its time, and "seen" puts the motorcycle from the cut on
+    assert all("time" in tag for tag in result["tags"])
+    seen = {entry["label"]: entry for entry in result["seen"]}
+    assert seen["not-a-vehicle"]["first"] == 0.0 and seen["not-a-vehicle"]["last"] < 3.0
+    assert seen["motorcycle"]["first"] == pytest.approx(3.0) and seen["motorcycle"]["score"] > 0.5
