@@ -245,27 +245,31 @@ def _histogram_svg(labels: Counter[str]) -> str:
 
 
 def _throughput_svg(stamps: list[float]) -> str:
+    """Assets finished over time, cumulative (workers record a batch at a time, so a rate per
+    instant is all spikes; the slope of this line is the throughput)."""
     if len(stamps) < 2:
         return '<p class="muted">Not enough timed results to chart.</p>'
-    start, end = min(stamps), max(stamps)
+    stamps = sorted(stamps)
+    start, end = stamps[0], stamps[-1]
     span = max(end - start, 1.0)
     bins = [0] * THROUGHPUT_BINS
     for stamp in stamps:
         bins[min(THROUGHPUT_BINS - 1, int((stamp - start) / span * THROUGHPUT_BINS))] += 1
-    per_bin = span / THROUGHPUT_BINS
-    rates = [n / per_bin for n in bins]  # assets per second
-    peak, w, h = max(rates) or 1.0, 600, 160
-    step = w / THROUGHPUT_BINS
-    bars = "".join(
-        f'<rect x="{i * step:.1f}" y="{h - h * r / peak:.1f}" width="{step - 1:.1f}"'
-        f' height="{h * r / peak:.1f}"><title>{r:.2f} assets/s</title></rect>'
-        for i, r in enumerate(rates)
-    )
+    w, h, total = 600, 160, len(stamps)
+    points, done = [f"0,{h}"], 0
+    for i, n in enumerate(bins):
+        done += n
+        points.append(f"{(i + 1) * w / THROUGHPUT_BINS:.1f},{h - h * done / total:.1f}")
     began = datetime.fromtimestamp(start).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
-        f'<svg class="tput" viewBox="0 0 {w} {h + 4}" width="{w}" height="{h + 4}">{bars}</svg>'
-        f'<p class="muted">{len(stamps)} results from {_esc(began)} over {span:.0f} s;'
-        f" peak {peak:.2f} assets/s, mean {len(stamps) / span:.2f} assets/s</p>"
+        f'<svg class="tput" viewBox="-40 -8 {w + 48} {h + 28}" width="{w + 48}" height="{h + 28}">'
+        f'<polygon points="{" ".join(points)} {w},{h}"/>'
+        f'<text x="-4" y="4" text-anchor="end">{total}</text>'
+        f'<text x="-4" y="{h}" text-anchor="end">0</text>'
+        f'<text x="0" y="{h + 16}">0 s</text>'
+        f'<text x="{w}" y="{h + 16}" text-anchor="end">{span:.0f} s</text></svg>'
+        f'<p class="muted">{total} results finished from {_esc(began)} over {span:.1f} s:'
+        f" mean {total / span:.2f} assets/s</p>"
     )
 
 
@@ -292,7 +296,7 @@ h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd
 .counts b{font-size:20px;display:block}.FAILED{color:#b00020}.DONE{color:#116611}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:3px 6px;
 text-align:left;vertical-align:top;font-size:13px}
-.hist rect{fill:#4a78c2}.hist text{font-size:12px}.tput rect{fill:#3b9a6b}
+.hist rect{fill:#4a78c2}.hist text{font-size:12px}.tput polygon{fill:#3b9a6b;opacity:.8}.tput text{font-size:11px}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:330px;font-size:12px}
 .thumb{position:relative;display:inline-block}.thumb img{display:block}
 .boxes{position:absolute;left:0;top:0}.boxes polygon{fill:rgba(255,200,0,.15);stroke:#e53;
