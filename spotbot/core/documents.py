@@ -11,6 +11,10 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from spotbot.core.errors import AssetError
 from spotbot.core.parts import PDF, TIFF, Part, PartLimits, PartStream, fit
 
+# A long document is read through a fresh handle every this many pages: pdfium keeps the
+# objects of every page it has loaded, so one handle's memory grows with the pages read.
+REOPEN_EVERY = 20
+
 
 def open_pdf(
     data: bytes, key: str, side: int, images: bool, texts: bool, limits: PartLimits
@@ -34,9 +38,13 @@ def open_pdf(
         raise AssetError(f"PDF too long: {pages} pages is over the {limits.max_pages}-page cap")
 
     def parts() -> Iterator[Part]:
+        current = document
         try:
             for index in range(pages):
-                page = document[index]
+                if index and index % REOPEN_EVERY == 0:
+                    current.close()  # pdfium keeps what it parsed of every page it loaded
+                    current = pdfium.PdfDocument(data)
+                page = current[index]
                 try:
                     image = text = None
                     if images:
@@ -55,7 +63,7 @@ def open_pdf(
                 finally:
                     page.close()
         finally:
-            document.close()
+            current.close()
 
     return PartStream(PDF, key, parts(), info={"page_count": pages})
 
