@@ -35,6 +35,7 @@ from spotbot.core.artifacts import MANIFEST, ModelManifest, ModelRef
 from spotbot.core.bot import Bot, Prediction
 from spotbot.core.errors import AssetError, ModelError, SpotbotError, UsageError, one_line
 from spotbot.core.opt_ml import opt_ml
+from spotbot.core.parts import PartStream, container_extensions
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.worker import available_cpus, decode_asset, error_text, predict_isolated
 from spotbot.entry.jsonlog import JsonFormatter, configure_json_logging
@@ -120,7 +121,7 @@ def load_served_bot(model_dir: Path, spec: str | None, threads: int = 0) -> Bot:
 def media_types(bot: Bot) -> frozenset[str]:
     """The content types of one raw asset this bot takes, from its extensions and media."""
     types = set(_RAW_TYPES)
-    for ext in bot.extensions:
+    for ext in bot.extensions | container_extensions(bot.containers):
         guessed, _ = mimetypes.guess_type(f"x.{ext}", strict=False)
         if guessed:
             types.add(guessed)
@@ -150,10 +151,12 @@ class Tagger:
             raise BadRequest(400, "empty body", "send the bytes of one asset")
         ext = mimetypes.guess_extension(content_type, strict=False) or ""
         try:  # a decoder bug on odd bytes is still the payload's 400
-            decoded = decode_asset(self.bot, data, f"invocation{ext}")
+            decoded = self._decode(data, f"invocation{ext}")
         except AssetError as exc:
             raise BadRequest(400, "cannot decode the payload", one_line(exc)) from None
         try:
+            if isinstance(decoded, PartStream):  # a PDF, a multi-page TIFF, a video
+                return decoded.tag()
             return self._locked_predict([decoded])[0]
         except AssetError as exc:
             raise BadRequest(400, "cannot tag the asset", one_line(exc)) from None
@@ -195,11 +198,21 @@ class Tagger:
             raise AssetError("invalid base64 in b64") from None
         if not data:
             raise AssetError("empty file (0 bytes)")
-        return decode_asset(self.bot, data, key)  # a decoder's bug fails one item only
+        return self._decode(data, key)  # a decoder's bug fails one item only
+
+    def _decode(self, data: bytes, key: str) -> Any:
+        decoded = decode_asset(self.bot, data, key)
+        if isinstance(decoded, PartStream):
+            decoded.tagger = self._locked_tag_container  # page by page, under the model's lock
+        return decoded
 
     def _locked_predict(self, decoded: Sequence[Any]) -> Sequence[Prediction]:
         with self._lock:
             return self.bot.predict(decoded)
+
+    def _locked_tag_container(self, stream: PartStream) -> Prediction:
+        with self._lock:
+            return self.bot.tag_container(stream)
 
 
 # -- HTTP -----------------------------------------------------------------------------------

@@ -278,6 +278,33 @@ def test_ocr_batch_with_one_corrupt_image(
 
 
 @pytest.mark.integration
+def test_ocr_reads_a_pdf_page_by_page_and_a_locked_one_is_400(ocr_server: str) -> None:
+    from spotbot.bots import synth_media
+
+    # GIVEN a two-page PDF WHEN posted as one asset THEN each page is read, tags on their page
+    pdf = synth_media.text_pdf([["出口在左边"], ["欢迎光临"]])
+    r = httpx.post(
+        f"{ocr_server}/invocations",
+        content=pdf,
+        headers={"content-type": "application/pdf"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {t["page"] for t in body["tags"]} == {1, 2}
+    assert "".join(body["text"].split()) == "出口在左边欢迎光临"
+    # and an encrypted one is the payload's fault, said in one line
+    locked = synth_media.text_pdf([["秘密"]], password="pw")
+    r = httpx.post(
+        f"{ocr_server}/invocations",
+        content=locked,
+        headers={"content-type": "application/pdf"},
+        timeout=60,
+    )
+    assert r.status_code == 400 and r.json()["detail"].startswith("encrypted PDF")
+
+
+@pytest.mark.integration
 def test_ocr_rejects_other_media(ocr_server: str) -> None:
     r = httpx.post(
         f"{ocr_server}/invocations", content=b"hello", headers={"content-type": "text/plain"}
