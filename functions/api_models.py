@@ -56,6 +56,17 @@ class JobRequest(_Request):
     client_token: ClientToken | None = Field(
         default=None, description="the same token never starts a second job; a retried POST is safe"
     )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="workers stop claiming before the job's spend (Batch instance time at"
+        " the Spot price) would pass it; the job then ends BUDGET_EXCEEDED",
+    )
+    only_new: bool | None = Field(
+        default=None,
+        description="reuse earlier jobs' results (same bot and model version) for unchanged"
+        " assets (same key, size and ETag); tag only the rest",
+    )
     dry_run: bool = Field(
         default=False,
         description="true: start nothing; answer 200 with the job's estimate (JobEstimate)",
@@ -70,6 +81,7 @@ class JobRequest(_Request):
 
 class RetryRequest(_Request):
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
+    budget_usd: float | None = Field(default=None, gt=0, description="a new budget")
 
 
 ImageByDigest = Annotated[
@@ -199,6 +211,10 @@ class JobView(BaseModel):
     cancel_requested: bool = False
     assets_per_second: float | None = None
     eta_seconds: float | None = None
+    spend: dict[str, float] | None = Field(
+        default=None,
+        description="spend so far: cpu_hours, usd (at vcpu_hour_usd), budget_usd if any",
+    )
     execution: ExecutionView | None = None
 
 

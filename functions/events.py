@@ -49,6 +49,8 @@ class JobRequestEvent(_Event):
     inference: Literal["endpoint", "in-container"] | None = None
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
     poll_seconds: int | None = Field(default=None, ge=0)
+    only_new: bool | None = None
+    budget_usd: float | None = Field(default=None, gt=0)
     per_asset_results: bool | None = None
 
 

@@ -404,6 +404,7 @@ class OpenSearchTaskStore(TaskStore):
                     "status": str(t.status),
                     "attempts": t.attempts,
                     "size": t.size,
+                    "fingerprint": t.fingerprint,  # kept in _source: matched by find_reusable
                     "worker": None,
                     "error": t.error,
                     "updated_at": now,
@@ -709,6 +710,46 @@ class OpenSearchTaskStore(TaskStore):
         return {
             int(b["key"]): int(b["doc_count"]) for b in resp["aggregations"]["by_shard"]["buckets"]
         }
+
+    def find_reusable(
+        self, bot: str, model_version: str | None, tasks: Sequence[Task], exclude_job: str
+    ) -> dict[str, Result]:
+        wanted = {t.key: (t.size, t.fingerprint) for t in tasks if t.fingerprint}
+        if not wanted:
+            return {}
+        query = {
+            "bool": {
+                "filter": [
+                    {"terms": {"key": sorted(wanted)}},
+                    {"term": {"status": str(TaskStatus.DONE)}},
+                ],
+                "must_not": [{"term": {"job_id": exclude_job}}],
+            }
+        }
+        matches: dict[str, tuple[str, str]] = {}  # key -> (updated_at, task id), newest
+        with self._errors("find reusable results"):
+            # A key recurs across jobs: the cursor needs the task id to be unique.
+            sort = [{"key": "asc"}, {"id": "asc"}]
+            for hits in self._scan(self.tasks_index, query, sort, page_size=1000):
+                for h in hits:
+                    src = h["_source"]
+                    if wanted.get(src["key"]) != (src.get("size"), src.get("fingerprint")):
+                        continue
+                    stamp = str(src.get("updated_at") or "")
+                    if src["key"] not in matches or stamp > matches[src["key"]][0]:
+                        matches[src["key"]] = (stamp, h["_id"])
+            if not matches:
+                return {}
+            docs = self._client.mget(
+                index=self.results_index, body={"ids": [tid for _, tid in matches.values()]}
+            )["docs"]
+        found: dict[str, Result] = {}
+        for doc in docs:
+            src = doc.get("_source") if doc.get("found") else None
+            if not src or src.get("bot") != bot or src.get("model_version") != model_version:
+                continue
+            found[src["key"]] = Result.from_record(src["job_id"], src["record"])
+        return found
 
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         job = self.get_job(job_id)

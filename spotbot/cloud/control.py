@@ -19,6 +19,7 @@ from spotbot.cloud.steps import (
     merge_options,
 )
 from spotbot.core.errors import JobConflictError, JobNotFoundError
+from spotbot.core.guards import spend
 from spotbot.core.records import Job, JobStatus, new_job_id, utcnow
 from spotbot.core.steps import job_counts
 from spotbot.core.store import TaskStore
@@ -33,6 +34,8 @@ JOB_INPUT_FIELDS = (
     "model_version",
     "inference",
     "max_failure_pct",
+    "only_new",
+    "budget_usd",
 )
 
 
@@ -141,6 +144,7 @@ def job_view(
             cancel_requested=is_cancel_requested(job),
             assets_per_second=rate,
             eta_seconds=eta,
+            spend=spend(job),
         )
     if execution is not None:
         view["execution"] = {

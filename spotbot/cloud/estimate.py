@@ -41,6 +41,18 @@ def stack_prices(book: PriceBook, environ: dict[str, str] | None = None) -> Pric
     return book.with_instances(instance_prices_from_config(data, "stack config"), "stack config")
 
 
+#: The instance type whose Spot price per vCPU prices a cloud job's spend (Batch picks the
+#: exact types from the stack's families; this is the common one).
+SPEND_REFERENCE = "c6i.xlarge"
+
+
+def spot_vcpu_hour_usd() -> float:
+    """A vCPU-hour on Spot: the reference type's price (stack config, else the dated table)."""
+    price = stack_prices(default_prices()).instance(SPEND_REFERENCE)
+    hourly = price.spot_hourly if price.spot_hourly is not None else price.on_demand_hourly
+    return round(hourly / price.vcpus, 6)
+
+
 def estimate_request(
     settings: CloudSettings,
     catalog: BotCatalog,

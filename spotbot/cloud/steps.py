@@ -16,6 +16,7 @@ from spotbot.aws.catalog import BotCatalog, CatalogResolver, CustomBotSpec
 from spotbot.aws.orchestration import BatchJobs
 from spotbot.aws.s3 import S3Sink, S3Source
 from spotbot.aws.settings import CloudSettings
+from spotbot.cloud.estimate import spot_vcpu_hour_usd
 from spotbot.core.bot import Bot
 from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotError, UsageError
 from spotbot.core.limits import JobLimits, plan_chunks
@@ -126,6 +127,9 @@ def init_step(
         max_failure_pct=float(limits.default_max_failure_pct if pct is None else pct),
         job_id=job_id,
         per_asset_results=bool(request.get("per_asset_results")),
+        only_new=bool(request.get("only_new")),
+        budget_usd=request.get("budget_usd"),
+        vcpu_hour_usd=spot_vcpu_hour_usd(),
     )
     if job.opts.inference is None:
         poll = int(_given(request.get("poll_seconds"), limits.default_poll_seconds))
@@ -214,7 +218,7 @@ def requeue_step(
     if job.bot not in job_definitions and catalog is not None:
         custom = _custom(catalog.bot_class(job.bot))
     job_definition = _job_definition(job.bot, job_definitions, custom)
-    pending = requeue_job(store, job_id, request.get("max_failure_pct"))
+    pending = requeue_job(store, job_id, request.get("max_failure_pct"), request.get("budget_usd"))
     options: dict[str, Any] = {CANCEL_REQUESTED: None}
     if request.get("poll_seconds") is not None:
         options["poll_seconds"] = int(request["poll_seconds"])

@@ -28,10 +28,16 @@ class JobStatus(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     INTERRUPTED = "INTERRUPTED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # stopped at its budget; resume or retry goes on
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.BUDGET_EXCEEDED,
+        )
 
 
 FINAL_TASK_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.SKIPPED})
@@ -62,6 +68,9 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+#: The result field naming the job whose result an only-new job carried over.
+REUSED_FROM = "reused_from"
+
 # The job option the cloud API sets on DELETE /jobs/{id}: the time the cancel was asked for.
 CANCEL_REQUESTED = "cancel_requested_at"
 
@@ -82,6 +91,10 @@ class JobOptions:
     poll_seconds: int | None = None  # cloud: the endpoint wait's polling interval
     cancel_requested_at: str | None = None
     retry_executions: tuple[str, ...] = ()  # cloud: the retry state machine's executions
+    # Reuse the DONE results of earlier jobs (same bot and model version) for unchanged assets.
+    only_new: bool | None = None
+    budget_usd: float | None = None  # workers stop claiming before spend passes it
+    vcpu_hour_usd: float | None = None  # what a vCPU-hour of the job's machines costs
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobOptions:
@@ -92,6 +105,9 @@ class JobOptions:
             known["max_asset_bytes"] = int(known["max_asset_bytes"])
         if "poll_seconds" in known:
             known["poll_seconds"] = int(known["poll_seconds"])
+        for name in ("budget_usd", "vcpu_hour_usd"):
+            if name in known:
+                known[name] = float(known[name])
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +166,7 @@ class Task:
     attempts: int = 0
     error: str | None = None
     worker: str | None = None
+    fingerprint: str | None = None  # the asset's ETag (S3) or mtime and size (a folder)
 
     @property
     def id(self) -> str:
@@ -178,6 +195,12 @@ class Result:
     @property
     def labels(self) -> list[str]:
         return [str(t.get("label", "")) for t in self.tags]
+
+    @property
+    def reused_from(self) -> str | None:
+        """The earlier job whose result this is (an only-new job's unchanged asset)."""
+        value = self.extra.get(REUSED_FROM)
+        return value if isinstance(value, str) else None
 
     @property
     def text(self) -> str:

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker TEXT,
     error TEXT,
     result TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (job_id, shard, status);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (job_id, status);
@@ -131,8 +132,17 @@ class SqliteTaskStore(TaskStore):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
+                self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(damaged_message(self.path, exc)) from exc
+
+    def _migrate(self) -> None:
+        """Bring a store made by an older spotbot up to this schema (inside the open's tx)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "fingerprint" not in columns:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN fingerprint TEXT")
+        # Only-new jobs look assets up by key across jobs.
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_reuse ON tasks (key, status)")
 
     def _fault(self, exc: sqlite3.Error) -> SpotbotError:
         if _is_environmental(exc):
@@ -229,7 +239,18 @@ class SqliteTaskStore(TaskStore):
     def put_tasks(self, tasks: Sequence[Task]) -> int:
         now = utcnow()
         rows = [
-            (t.id, t.job_id, t.key, t.shard, str(t.status), t.attempts, t.size, t.error, now)
+            (
+                t.id,
+                t.job_id,
+                t.key,
+                t.shard,
+                str(t.status),
+                t.attempts,
+                t.size,
+                t.error,
+                now,
+                t.fingerprint,
+            )
             for t in tasks
         ]
         with self._tx() as db:
@@ -237,7 +258,7 @@ class SqliteTaskStore(TaskStore):
             for i in range(0, len(rows), _PAGE):
                 db.executemany(
                     "INSERT OR IGNORE INTO tasks (id, job_id, key, shard, status, attempts, size,"
-                    " error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " error, updated_at, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows[i : i + _PAGE],
                 )
             return db.total_changes - before
@@ -415,6 +436,29 @@ class SqliteTaskStore(TaskStore):
             (job_id, str(TaskStatus.PENDING), str(TaskStatus.RUNNING)),
         )
         return {int(shard): int(n) for shard, n in rows}
+
+    def find_reusable(
+        self, bot: str, model_version: str | None, tasks: Sequence[Task], exclude_job: str
+    ) -> dict[str, Result]:
+        wanted = {t.key: (t.size, t.fingerprint) for t in tasks if t.fingerprint}
+        found: dict[str, Result] = {}
+        keys = list(wanted)
+        for i in range(0, len(keys), _PAGE):
+            chunk = keys[i : i + _PAGE]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                "SELECT t.key, t.job_id, t.size, t.fingerprint, t.result FROM tasks t"
+                " JOIN jobs j ON j.id = t.job_id"
+                f" WHERE t.key IN ({marks}) AND t.status = 'DONE' AND t.job_id != ?"
+                " AND t.result IS NOT NULL AND j.bot = ?"
+                " AND json_extract(j.doc, '$.model_version') IS ?"
+                " ORDER BY t.updated_at",
+                [*chunk, exclude_job, bot, model_version],
+            )
+            for key, job_id, size, fingerprint, result in rows:  # oldest first: newest wins
+                if wanted[key] == (size, fingerprint):
+                    found[key] = Result.from_record(job_id, json.loads(result))
+        return found
 
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         job = self.get_job(job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -13,11 +13,14 @@ from spotbot.core.artifacts import ModelRef
 from spotbot.core.bot import Bot
 from spotbot.core.cost import SourceSample
 from spotbot.core.errors import UsageError
+from spotbot.core.guards import set_options, spend
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.records import (
+    REUSED_FROM,
     Job,
     JobOptions,
     JobStatus,
+    Result,
     Task,
     TaskStatus,
     new_job_id,
@@ -50,6 +53,9 @@ def init_job(
     job_id: str | None = None,
     bot_cls: type[Bot] | None = None,
     per_asset_results: bool = False,
+    only_new: bool = False,
+    budget_usd: float | None = None,
+    vcpu_hour_usd: float | None = None,
 ) -> Job:
     """Validate a request, resolve the model version and record the job (idempotent by job id).
 
@@ -64,6 +70,8 @@ def init_job(
         raise UsageError(f"shards must be at least 1, got {shards}")
     if max_asset_bytes < 1:
         raise UsageError("the asset size cap must be positive")
+    if budget_usd is not None and budget_usd <= 0:
+        raise UsageError(f"the budget must be a positive amount of USD, got {budget_usd}")
     source.check_readable()
     sink.check_writable()
     ref = registry.resolve(bot_cls, model)
@@ -81,6 +89,9 @@ def init_job(
             model_origin=ref.origin,
             max_asset_bytes=max_asset_bytes,
             per_asset_results=per_asset_results or None,
+            only_new=only_new or None,
+            budget_usd=budget_usd,
+            vcpu_hour_usd=vcpu_hour_usd,
         ).to_dict(),
     )
     return store.create_job(job)
@@ -97,7 +108,11 @@ class ScanProgress:
 def task_for(job: Job, bot_cls: type[Bot], entry: ScanEntry, max_asset_bytes: int) -> Task:
     """The task for one listed object: PENDING if the bot will tag it, else SKIPPED or FAILED."""
     task = Task(
-        job_id=job.id, key=entry.key, shard=shard_of(entry.key, job.shards), size=entry.size
+        job_id=job.id,
+        key=entry.key,
+        shard=shard_of(entry.key, job.shards),
+        size=entry.size,
+        fingerprint=entry.fingerprint,
     )
     if entry.error:
         task.status, task.error = TaskStatus.FAILED, entry.error
@@ -179,7 +194,11 @@ def scan_job(
     token = job.scan_token
     for page in source.scan_pages(token):
         tasks = [task_for(job, bot_cls, entry, cap) for entry in page.entries]
+        reused = reuse_results(store, job, tasks) if job.opts.only_new else []
         written += store.put_tasks(tasks)
+        # After the tasks, so a crash in between leaves them DONE without a result, which
+        # the next scan's reuse (idempotent, same results) completes.
+        store.complete_tasks(reused)
         pages += 1
         token = page.next_token
         store.update_job(job.id, scan_token=token, scan_complete=token is None)
@@ -193,7 +212,40 @@ def scan_job(
     return ScanProgress(pages, written, None, True)
 
 
-def requeue_job(store: TaskStore, job_id: str, max_failure_pct: float | None = None) -> int:
+def reuse_results(store: TaskStore, job: Job, tasks: list[Task]) -> list[Result]:
+    """Never pay twice: the page's tasks whose asset (key, size, fingerprint) already has a
+    DONE result of an earlier job with this bot and model version are set DONE, and that
+    result, marked with the job it came from, is returned to be recorded as this job's."""
+    wanted = [t for t in tasks if t.status == TaskStatus.PENDING and t.fingerprint]
+    if not wanted:
+        return []
+    found = store.find_reusable(job.bot, job.model_version, wanted, exclude_job=job.id)
+    results = []
+    for task in wanted:
+        prior = found.get(task.key)
+        if prior is None:
+            continue
+        task.status = TaskStatus.DONE
+        results.append(
+            Result(
+                job_id=job.id,
+                key=task.key,
+                bot=job.bot,
+                model_version=job.model_version,
+                status=TaskStatus.DONE,
+                tags=prior.tags,
+                extra={**prior.extra, REUSED_FROM: prior.reused_from or prior.job_id},
+            )
+        )
+    return results
+
+
+def requeue_job(
+    store: TaskStore,
+    job_id: str,
+    max_failure_pct: float | None = None,
+    budget_usd: float | None = None,
+) -> int:
     """Put a job's failed and unfinished tasks back to PENDING and the job back to RUNNING,
     for a retry (local `spotbot retry`, the cloud's retry machine); the tasks now pending."""
     # RUNNING leftovers of a dead worker first (with no attempt cap: a retry is a fresh start),
@@ -204,7 +256,18 @@ def requeue_job(store: TaskStore, job_id: str, max_failure_pct: float | None = N
     if max_failure_pct is not None:
         changes["max_failure_pct"] = float(max_failure_pct)
     store.update_job(job_id, **changes)
+    reopen_job(store, job_id, budget_usd)
     return job_counts(store, job_id)["pending"]
+
+
+def reopen_job(store: TaskStore, job_id: str, budget_usd: float | None = None) -> Job:
+    """Lift an early stop (failures, budget) so the job can go on, with a new budget if given."""
+    if budget_usd is not None and budget_usd <= 0:
+        raise UsageError(f"the budget must be a positive amount of USD, got {budget_usd}")
+    changes: dict[str, Any] = {"abort_reason": None, "abort_status": None}
+    if budget_usd is not None:
+        changes["budget_usd"] = float(budget_usd)
+    return set_options(store, job_id, **changes)
 
 
 def job_counts(store: TaskStore, job_id: str) -> dict[str, int]:
@@ -233,14 +296,26 @@ def finalize_job(
     and set the job's final status."""
     counts = job_counts(store, job.id)
     unfinished = counts["pending"] + counts["running"]
-    if unfinished:
+    aborted = job.options.get("abort_reason")
+    if unfinished and not aborted:
         raise UsageError(f"job {job.id} still has {unfinished} unfinished tasks")
     store.update_job(job.id, status=JobStatus.FINALIZING)
-    sink.write_results_manifest(job.id, store.iter_results(job.id))
+    reused = 0
+
+    def counting(results: Iterator[Result]) -> Iterator[Result]:
+        nonlocal reused
+        for result in results:
+            reused += result.reused_from is not None
+            yield result
+
+    sink.write_results_manifest(job.id, counting(store.iter_results(job.id)))
     attempted = counts["done"] + counts["failed"]
     failed_pct = 100.0 * counts["failed"] / attempted if attempted else 0.0
     status, error = JobStatus.SUCCEEDED, None
-    if failed_pct > job.max_failure_pct:
+    if aborted:
+        status = JobStatus(job.options.get("abort_status") or JobStatus.FAILED)
+        error = f"{aborted}; {unfinished} assets were not tagged"
+    elif failed_pct > job.max_failure_pct:
         status = JobStatus.FAILED
         error = (
             f"{counts['failed']} of {attempted} assets failed ({failed_pct:.1f}%), over the"
@@ -257,10 +332,13 @@ def finalize_job(
         "status": str(status),
         "error": error,
         "counts": {k: counts[k] for k in ("total", "done", "failed", "skipped")},
+        "reused": reused,  # results carried over from earlier jobs (only-new), among done
         "failed_pct": round(failed_pct, 2),
         "started_at": job.started_at,
         "finished_at": finished,
         "assets_per_second": round(attempted / elapsed, 3) if elapsed else None,
+        "remaining": unfinished,
+        "spend": spend(store.get_job(job.id)),
     }
     sink.write_summary(job.id, summary)
     write_report(store, sink, job, summary, source)

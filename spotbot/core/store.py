@@ -132,6 +132,14 @@ class TaskStore(ABC):
         """Shard -> its tasks still to do (PENDING or RUNNING), for shards that have any."""
 
     @abstractmethod
+    def find_reusable(
+        self, bot: str, model_version: str | None, tasks: Sequence[Task], exclude_job: str
+    ) -> dict[str, Result]:
+        """Key -> a DONE result of another job of this bot and model version for the same
+        asset: the same key, size and fingerprint (ETag, mtime and size). Tasks without a
+        fingerprint are never matched. An only-new job reuses these instead of tagging."""
+
+    @abstractmethod
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         """Every finished task (DONE, FAILED, SKIPPED) of the job as a Result, ordered by key."""
 

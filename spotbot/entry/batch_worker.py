@@ -42,6 +42,7 @@ from spotbot.core.errors import (
     SpotbotError,
     UsageError,
 )
+from spotbot.core.guards import JobGuard
 from spotbot.core.records import Job
 from spotbot.core.shard import job_bot_class, job_model, load_job_bot
 from spotbot.core.sources import parse_s3_uri
@@ -286,6 +287,12 @@ def run_worker(
         source = open_source(
             job.source, **(source_kwargs if job.source.startswith("s3://") else {})
         )
+        guard = JobGuard(
+            store,
+            job.id,
+            claim_size=config.page_size,
+            account=(f"{params.shard}-{params.attempt}", params.threads or available_cpus()),
+        )
         worker = ShardWorker(
             store=store,
             source=source,
@@ -296,17 +303,36 @@ def run_worker(
             worker_id=f"{socket.gethostname()}:{os.getpid()}:{params.shard}:{params.attempt}",
             config=config,
             stop=stop,
-            on_batch=on_batch or _progress_logger(),
+            on_batch=_guarded(on_batch or _progress_logger(), guard, stop),
         )
         log.info("shard started", extra={"inference": params.inference, "source": job.source})
         stats = worker.run()
+        guard.record_time(force=True)
     finally:
         if own_store:
             store.close()
     log.info("shard stopped" if stats.stopped else "shard finished", extra=stats.to_dict())
+    if guard.reason is not None:
+        # Not a signal: the job stops early (failures, budget); finalize says so. Exit 0, so
+        # Batch does not retry the child.
+        return WorkOutcome(stats, EXIT_DONE, guard.reason)
     if stats.stopped:
         return WorkOutcome(stats, EXIT_STOPPED, "stopped by a signal before the shard's end")
     return WorkOutcome(stats, EXIT_DONE, "shard finished")
+
+
+def _guarded(
+    on_batch: Callable[[ShardStats], None], guard: JobGuard, stop: threading.Event
+) -> Callable[[ShardStats], None]:
+    """After each batch: report, then stop claiming if the job must stop early."""
+
+    def check(stats: ShardStats) -> None:
+        on_batch(stats)
+        if guard():
+            log.warning("stopping early", extra={"reason": guard.reason})
+            stop.set()
+
+    return check
 
 
 def _progress_logger(every_seconds: float = 30.0) -> Callable[[ShardStats], None]:

@@ -25,10 +25,11 @@ from spotbot.core.errors import (
     SpotbotError,
     UsageError,
 )
+from spotbot.core.guards import JobGuard, begin_run, end_run
 from spotbot.core.records import Job, JobStatus, utcnow
 from spotbot.core.shard import job_bot_class, load_job_bot
 from spotbot.core.sqlite_store import SqliteTaskStore
-from spotbot.core.steps import finalize_job, init_job, job_counts, scan_job
+from spotbot.core.steps import finalize_job, init_job, job_counts, reopen_job, scan_job
 from spotbot.core.store import TaskStore
 from spotbot.core.worker import DEFAULT_MAX_ASSET_BYTES, ShardWorker, WorkerConfig, available_cpus
 
@@ -167,6 +168,7 @@ def run_shard(
             _LOADING.clear()
         source = open_source(job.source)
         sink = open_sink(job.output)
+        guard = JobGuard(store, job_id, claim_size=config.page_size)
         worker = ShardWorker(
             store=store,
             source=source,
@@ -178,6 +180,9 @@ def run_shard(
             config=config,
             stop=_STOP,
             slot=slot,
+            # Too many failures, or the budget: stop claiming (every worker sees the job's
+            # abort_reason at its next check).
+            on_batch=lambda _: _STOP.set() if guard() else None,
         )
         stats = worker.run().to_dict()
         stats["load_seconds"] = load_seconds
@@ -211,6 +216,9 @@ class LocalRunner:
         shards: int | None = None,
         job_id: str | None = None,
         per_asset_results: bool = False,
+        only_new: bool = False,
+        budget_usd: float | None = None,
+        vcpu_hour_usd: float | None = None,
     ) -> Job:
         with self.home.store() as store:
             return init_job(
@@ -225,6 +233,9 @@ class LocalRunner:
                 max_asset_bytes=max_asset_bytes,
                 job_id=job_id,
                 per_asset_results=per_asset_results,
+                only_new=only_new,
+                budget_usd=budget_usd,
+                vcpu_hour_usd=vcpu_hour_usd,
             )
 
     def stop(self) -> None:
@@ -239,7 +250,9 @@ class LocalRunner:
         """
         with self.home.job_lock(job_id), self.home.store() as store:
             job = store.get_job(job_id)
-            if job.status == JobStatus.FAILED and reopen_failed:
+            stopped = (JobStatus.FAILED, JobStatus.BUDGET_EXCEEDED)
+            if job.status in stopped and reopen_failed:
+                reopen_job(store, job_id)
                 job = store.update_job(job_id, status=JobStatus.INTERRUPTED, finished_at=None)
             if job.status.is_final:
                 return RunOutcome(job, None)
@@ -255,6 +268,7 @@ class LocalRunner:
             # Nobody else holds the job lock, so whatever is RUNNING was left by a dead worker.
             store.reclaim_running(job_id)
             job = store.update_job(job_id, status=JobStatus.RUNNING)
+            begin_run(store, job_id, default_workers())
             try:
                 stats = self._work(store, job)
                 job = store.get_job(job_id)
@@ -270,6 +284,8 @@ class LocalRunner:
                     f"job {job_id} interrupted: {exc}; once that is fixed, `spotbot resume"
                     f" {job_id}` finishes it"
                 ) from exc
+            finally:
+                end_run(store, job_id)
             return RunOutcome(store.get_job(job_id), summary, shard_stats=stats)
 
     def _interrupted(

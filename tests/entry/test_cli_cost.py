@@ -116,3 +116,65 @@ def test_calibrate_without_samples_says_what_to_pass(home: Path, tmp_path: Path)
     done = run_cli("calibrate", "--bot", WORDS, env=base_env(home), cwd=tmp_path)
     assert done.returncode == 2
     assert "no sample assets for" in done.stderr and "--assets" in done.stderr
+
+
+def test_tag_only_new_reuses_the_first_runs_results(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.txt").write_text(f"some words {i}")
+    env = base_env(home)
+    out = str(tmp_path / "out")
+    first = run_cli("tag", str(folder), "--bot", WORDS, "--out", out, "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["reused"] == 0
+    (folder / "new.txt").write_text("a new one")
+    again = run_cli(
+        "tag", str(folder), "--bot", WORDS, "--out", out, "--only-new", "--json", env=env
+    )
+    assert again.returncode == 0, again.stderr
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["done"], json.loads(again.stdout)["reused"]) == (5, 4)
+    assert "reused 4" in again.stderr
+
+
+def test_tag_budget_stops_and_resume_goes_on_with_a_new_one(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(300):
+        (folder / f"{i:03d}.txt").write_text(f"some words {i}")
+    env = base_env(home, SPOTBOT_TEST_DELAY="0.005")
+    out = str(tmp_path / "out")
+    # WHEN a job runs with a budget of a fraction of a cent
+    done = run_cli(
+        "tag",
+        str(folder),
+        "--bot",
+        WORDS,
+        "--out",
+        out,
+        "--budget-usd",
+        "0.0000005",
+        "--json",
+        env=env,
+    )
+    # THEN it stops BUDGET_EXCEEDED (exit 1), saying so
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "BUDGET_EXCEEDED" and summary["remaining"] > 0
+    assert "budget reached" in done.stderr
+    job_id = summary["job_id"]
+    status = run_cli("status", job_id, env=env)
+    assert "BUDGET_EXCEEDED" in status.stdout and "CPU-hours = $" in status.stdout
+    assert "budget" in status.stdout
+    # AND resume with a new budget finishes it
+    again = run_cli("resume", job_id, "--budget-usd", "5", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    final = json.loads(again.stdout)
+    assert final["status"] == "SUCCEEDED" and final["counts"]["done"] == 300
+    assert final["spend"]["budget_usd"] == 5.0
+
+
+def test_a_zero_budget_is_refused_in_one_line(home: Path, tmp_path: Path) -> None:
+    done = run_cli("tag", str(tmp_path), "--bot", WORDS, "--budget-usd", "0", env=base_env(home))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

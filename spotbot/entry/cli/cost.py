@@ -12,6 +12,7 @@ import click
 from spotbot.aws.locations import open_source
 from spotbot.core.calibration import (
     LOCAL_CALIBRATION,
+    LOCAL_PRICE_REFERENCE,
     SAMPLE_FOLDERS,
     measure,
     priced_locally,
@@ -253,3 +254,16 @@ def calibrate(
         emit_json(out | {"rates": {r.bot: r.assets_per_second for r in rates}})
     else:
         click.echo(f"calibration written: {path}", err=True)
+
+
+def local_vcpu_hour_usd(home: Home) -> float:
+    """What a vCPU-hour of this machine is taken to cost: this machine's calibration's price,
+    else the on-demand price per vCPU of the reference instance type."""
+    path = home.root / LOCAL_CALIBRATION
+    if path.exists():
+        prices = [e.vcpu_hour_usd for e in Calibration.read(path).entries.values()]
+        known = [p for p in prices if p is not None]
+        if known:
+            return known[0]
+    ref = default_prices().instance(LOCAL_PRICE_REFERENCE)
+    return round(ref.on_demand_hourly / ref.vcpus, 6)

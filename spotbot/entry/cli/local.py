@@ -14,10 +14,11 @@ from spotbot.aws.locations import open_sink, open_source
 from spotbot.core.artifacts import resolve_model
 from spotbot.core.errors import SpotbotError, UsageError
 from spotbot.core.export import FORMATS, export_rows, write_table
+from spotbot.core.guards import spend
 from spotbot.core.plugins import available_bots, load_bot_class
 from spotbot.core.records import JobStatus
 from spotbot.core.report import stored_summary, write_report
-from spotbot.core.steps import job_counts, requeue_job
+from spotbot.core.steps import job_counts, reopen_job, requeue_job
 from spotbot.core.worker import WorkerConfig
 from spotbot.entry.cli.common import (
     EXIT_INTERRUPTED,
@@ -30,6 +31,7 @@ from spotbot.entry.cli.common import (
     main,
     open_home,
 )
+from spotbot.entry.cli.cost import local_vcpu_hour_usd
 from spotbot.entry.local_runner import LocalRunner, Progress, RunOutcome, default_workers
 
 
@@ -179,6 +181,7 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
         + (
             f" - done {counts.get('done', 0)}, failed {counts.get('failed', 0)},"
             f" skipped {counts.get('skipped', 0)}"
+            + (f" (reused {summary['reused']})" if summary.get("reused") else "")
             if counts
             else ""
         ),
@@ -235,6 +238,19 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
     is_flag=True,
     help="Also write OUT/<job_id>/results/<key>.json per asset (results.jsonl always).",
 )
+@click.option(
+    "--only-new",
+    is_flag=True,
+    help="Reuse the results of earlier jobs (same bot and model version) for assets that"
+    " have not changed (key, size, mtime); tag only the rest.",
+)
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop claiming assets before the spend (CPU-hours at the calibration's price) would"
+    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
+)
 @click.option("--job-id", default=None, help="Use this job id (runs the job if it exists).")
 @home_option
 @json_option
@@ -249,6 +265,8 @@ def tag(
     max_asset_mb: float,
     batch_size: int | None,
     per_asset_results: bool,
+    only_new: bool,
+    budget_usd: float | None,
     job_id: str | None,
     home: str | None,
     as_json: bool,
@@ -269,6 +287,9 @@ def tag(
         max_asset_bytes=int(max_asset_mb * 1024 * 1024),
         job_id=job_id,
         per_asset_results=per_asset_results,
+        only_new=only_new,
+        budget_usd=budget_usd,
+        vcpu_hour_usd=local_vcpu_hour_usd(open_home(home)),
     )
     click.echo(f"job {job.id}: {job.bot} (model {job.model_version}) over {job.source}", err=True)
     _run(runner, job.id, as_json)
@@ -277,15 +298,26 @@ def tag(
 @main.command()
 @click.argument("job_id")
 @click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="A new budget: stop claiming before the spend (CPU-hours at the calibration's price) would"
+    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
+)
 @home_option
 @json_option
 @guarded
-def resume(job_id: str, workers: int | None, home: str | None, as_json: bool) -> None:
+def resume(
+    job_id: str, workers: int | None, budget_usd: float | None, home: str | None, as_json: bool
+) -> None:
     """Finish a job that was interrupted, killed, or failed (a worker crash, a model that
     would not load): its unfinished assets are tagged, and it is finalized again."""
     runner = _runner(home, workers, as_json)
     with runner.home.store() as store:
         job = store.get_job(job_id)
+        if budget_usd is not None:
+            job = reopen_job(store, job_id, budget_usd)
 
     runner.config = WorkerConfig(
         max_asset_bytes=job.opts.max_asset_bytes or runner.config.max_asset_bytes
@@ -318,11 +350,23 @@ def _run(runner: LocalRunner, job_id: str, as_json: bool, reopen_failed: bool = 
     default=None,
     help="A new failure threshold for the retry [default: the job's].",
 )
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="A new budget: stop claiming before the spend (CPU-hours at the calibration's price) would"
+    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
+)
 @home_option
 @json_option
 @guarded
 def retry(
-    job_id: str, workers: int | None, max_failure_pct: float | None, home: str | None, as_json: bool
+    job_id: str,
+    workers: int | None,
+    max_failure_pct: float | None,
+    budget_usd: float | None,
+    home: str | None,
+    as_json: bool,
 ) -> None:
     """Tag a finished job's FAILED assets again (the cloud's retry, on this machine)."""
     runner = _runner(home, workers, as_json)
@@ -330,7 +374,7 @@ def retry(
         job = store.get_job(job_id)
         if not job.status.is_final:
             raise UsageError(f"job {job_id} is {job.status}: `spotbot resume {job_id}` finishes it")
-        pending = requeue_job(store, job_id, max_failure_pct)
+        pending = requeue_job(store, job_id, max_failure_pct, budget_usd)
     runner.config = WorkerConfig(
         max_asset_bytes=job.opts.max_asset_bytes or runner.config.max_asset_bytes
     )
@@ -406,7 +450,7 @@ def status(job_id: str, home: str | None, as_json: bool) -> None:
     """A job's state and task counts."""
     with open_home(home).store() as store:
         job = store.get_job(job_id)
-        data = job.to_dict() | {"counts": job_counts(store, job_id)}
+        data = job.to_dict() | {"counts": job_counts(store, job_id), "spend": spend(job)}
     data.pop("options", None)
     data.pop("scan_token", None)
     if as_json:
@@ -419,6 +463,10 @@ def status(job_id: str, home: str | None, as_json: bool) -> None:
         f"  total {c['total']}  done {c['done']}  failed {c['failed']}  skipped {c['skipped']}"
         f"  pending {c['pending']}  running {c['running']}"
     )
+    s = data["spend"]
+    money = f" = ${s['usd']:.4f}" if "usd" in s else ""
+    budget = f" of a ${s['budget_usd']:.4f} budget" if "budget_usd" in s else ""
+    click.echo(f"  spend {s['cpu_hours']:.4f} CPU-hours{money}{budget}")
     if job.error:
         click.echo(f"  error: {job.error}")
 

@@ -1,0 +1,130 @@
+"""Cost in the cloud, under moto: only-new jobs (the API passes the flag, init records it, the
+scan step reuses DONE results of unchanged objects: same key, size and ETag) and budgets (the
+API takes one, init records it with the Spot price per vCPU, GET /jobs/{id} shows the spend)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from spotbot.core.records import REUSED_FROM, Result, TaskStatus
+from tests.functions.conftest import INPUT, OUTPUT, api_event, response_json
+from tests.functions.test_steps import init_event, scan_all
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:No application metrics"),
+]
+
+
+def test_post_jobs_passes_only_new_to_the_execution(
+    load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any]
+) -> None:
+    api = load_handler("api")
+    body = {
+        "bot": "ocr-zh",
+        "source": f"s3://{INPUT}/photos/",
+        "output": f"s3://{OUTPUT}/tags/",
+        "only_new": True,
+    }
+    response = api.lambda_handler(api_event("v1", "POST", "/jobs", body=body), lambda_context)
+    assert response["statusCode"] == 202, response_json(response)
+    sfn = aws["stepfunctions"]
+    arn = sfn.list_executions(stateMachineArn=api.deployment.settings.state_machine_arn)[
+        "executions"
+    ][0]["executionArn"]
+    import json
+
+    assert json.loads(sfn.describe_execution(executionArn=arn)["input"])["only_new"] is True
+
+
+def _tag_everything(store: Any, job_id: str) -> None:
+    """What the Batch workers would do: every pending task DONE with a result."""
+    job = store.get_job(job_id)
+    tasks = [t for shard in range(job.shards) for t in store.claim_tasks(job_id, shard, "w", 1000)]
+    store.complete_tasks(
+        [
+            Result(
+                job_id,
+                t.key,
+                job.bot,
+                job.model_version,
+                TaskStatus.DONE,
+                [{"label": t.key, "score": 1.0}],
+            )
+            for t in tasks
+        ]
+    )
+
+
+def test_an_only_new_scan_reuses_unchanged_objects_and_queues_changed_ones(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+) -> None:
+    # GIVEN a finished job over three photos
+    s3 = aws["s3"]
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        s3.put_object(Bucket=INPUT, Key=f"photos/{name}", Body=b"photo " + name.encode())
+    init, scan = load_handler("init"), load_handler("scan")
+    init.lambda_handler(init_event("job-first", shards=1), lambda_context)
+    scan_all(scan, lambda_context, "job-first")
+    _tag_everything(store, "job-first")
+    # AND one photo replaced (new ETag)
+    s3.put_object(Bucket=INPUT, Key="photos/b.jpg", Body=b"another photo")
+    # WHEN an only-new job scans the same prefix
+    init.lambda_handler(init_event("job-again", shards=1, only_new=True), lambda_context)
+    assert store.get_job("job-again").opts.only_new is True
+    scan_all(scan, lambda_context, "job-again")
+    # THEN the two unchanged photos are DONE with the first job's results, b.jpg is queued
+    counts = store.count_tasks("job-again")
+    assert counts[TaskStatus.DONE] == 2 and counts[TaskStatus.PENDING] == 1
+    done = {r.key: r for r in store.iter_results("job-again")}
+    assert set(done) == {"a.jpg", "c.jpg"}
+    assert {r.extra[REUSED_FROM] for r in done.values()} == {"job-first"}
+    assert done["a.jpg"].tags == [{"label": "a.jpg", "score": 1.0}]
+
+
+def test_a_budget_travels_to_the_job_and_its_spend_is_shown(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+) -> None:
+    api = load_handler("api")
+    body = {
+        "bot": "ocr-zh",
+        "source": f"s3://{INPUT}/photos/",
+        "output": f"s3://{OUTPUT}/tags/",
+        "budget_usd": 2.5,
+    }
+    response = api.lambda_handler(api_event("v1", "POST", "/jobs", body=body), lambda_context)
+    assert response["statusCode"] == 202
+    job_id = response_json(response)["job_id"]
+    # the state machine hands the request to init, which records the budget and a price
+    init = load_handler("init")
+    init.lambda_handler(init_event(job_id, budget_usd=2.5), lambda_context)
+    job = store.get_job(job_id)
+    assert job.opts.budget_usd == 2.5 and job.opts.vcpu_hour_usd == pytest.approx(0.068 / 4)
+    view = api.lambda_handler(api_event("v1", "GET", f"/jobs/{job_id}"), lambda_context)
+    spend = response_json(view)["spend"]
+    assert spend["budget_usd"] == 2.5 and spend["cpu_hours"] == 0 and spend["usd"] == 0
+
+
+@pytest.mark.parametrize("budget", [0, -1, "5"])
+def test_a_bad_budget_is_a_422(
+    load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any], budget: Any
+) -> None:
+    api = load_handler("api")
+    body = {
+        "bot": "ocr-zh",
+        "source": f"s3://{INPUT}/photos/",
+        "output": f"s3://{OUTPUT}/tags/",
+        "budget_usd": budget,
+    }
+    response = api.lambda_handler(api_event("v1", "POST", "/jobs", body=body), lambda_context)
+    assert response["statusCode"] == 422
