@@ -6,6 +6,7 @@ from typing import Any
 
 from spotbot.aws.s3 import S3Sink, S3Source
 from spotbot.aws.s3_inventory import S3InventorySource, is_inventory_manifest
+from spotbot.aws.settings import CloudSettings
 from spotbot.core.errors import OutputError, SourceError
 from spotbot.core.sinks import LocalSink, ResultSink
 from spotbot.core.sources import LocalSource, Source
@@ -28,3 +29,12 @@ def open_sink(uri: str, **kwargs: Any) -> ResultSink:
     if "://" in uri:
         raise OutputError(f"unsupported output {uri!r}: use a folder or s3://bucket/prefix")
     return LocalSink(uri)
+
+
+def open_cloud_source(uri: str, settings: CloudSettings, client: Any = None) -> Source:
+    """A cloud job's source: an s3:// prefix, or an S3 Inventory manifest whose inventoried
+    bucket must be one the deployment may read, like any source bucket."""
+    source = open_source(uri, client=client)
+    if isinstance(source, S3InventorySource):
+        settings.check_bucket_allowed(f"s3://{source.bucket}/", "source")
+    return source

@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 from spotbot.aws.catalog import BotCatalog
+from spotbot.aws.locations import open_cloud_source
 from spotbot.aws.pricing import live_prices
-from spotbot.aws.s3 import S3Source
 from spotbot.aws.settings import CloudSettings, ConfigError
 from spotbot.core.cost import (
     PriceBook,
@@ -71,7 +71,8 @@ def estimate_request(
     book = stack_prices(default_prices())
     if ec2 is not None:
         book = live_prices(book, types, settings.region or book.region, ec2, pricing)
-    sample = sample_source(S3Source(str(request["source"]), client=s3), bot_cls, max_pages)
+    source = open_cloud_source(str(request["source"]), settings, s3)
+    sample = sample_source(source, bot_cls, max_pages)
     max_vcpus = int(os.environ.get(MAX_VCPUS) or 256)
     est = estimate_job(bot_cls.name, sample, calibration, book, types, max_vcpus=max_vcpus)
     return {"dry_run": True, **est.to_dict()}

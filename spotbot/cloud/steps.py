@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from spotbot.aws.catalog import BotCatalog, CatalogResolver, CustomBotSpec
+from spotbot.aws.locations import open_cloud_source, open_source
 from spotbot.aws.orchestration import BatchJobs
-from spotbot.aws.s3 import S3Sink, S3Source
+from spotbot.aws.s3 import S3Sink
 from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.estimate import spot_vcpu_hour_usd
 from spotbot.core.bot import Bot
@@ -120,7 +121,7 @@ def init_step(
         resolver,
         bot=bot,
         bot_cls=bot_cls,
-        source=S3Source(source_uri, client=s3),
+        source=open_cloud_source(source_uri, settings, s3),
         sink=S3Sink(output_uri, client=s3),
         shards=shards,
         model=request.get("model_version"),
@@ -154,7 +155,7 @@ def scan_step(
     progress = scan_job(
         store,
         job,
-        S3Source(job.source, client=s3),
+        open_source(job.source, client=s3),
         budget_seconds=budget_seconds,
         max_pages=max_pages,
         bot_cls=catalog.bot_class(job.bot),
@@ -187,7 +188,7 @@ def finalize_step(
     if max_failure_pct is not None and max_failure_pct != job.max_failure_pct:
         job = store.update_job(job_id, max_failure_pct=float(max_failure_pct))
     sink = S3Sink(job.output, client=s3)
-    summary = finalize_job(store, sink, job, source=S3Source(job.source, client=s3))
+    summary = finalize_job(store, sink, job, source=open_source(job.source, client=s3))
     counts = job_counts(store, job_id)
     failed = summary["status"] == JobStatus.FAILED
     return {

@@ -128,3 +128,58 @@ def test_a_bad_budget_is_a_422(
     }
     response = api.lambda_handler(api_event("v1", "POST", "/jobs", body=body), lambda_context)
     assert response["statusCode"] == 422
+
+
+def _inventory(s3: Any, source_bucket: str, keys: list[str]) -> str:
+    """A CSV S3 Inventory report of `keys` in `source_bucket`, written to the input bucket."""
+    import gzip
+    import json
+
+    rows = []
+    for key in keys:
+        head = s3.head_object(Bucket=source_bucket, Key=key) if source_bucket == INPUT else None
+        size = head["ContentLength"] if head else 1
+        etag = head["ETag"] if head else '"x"'
+        rows.append(f'"{source_bucket}","{key}","{size}",{json.dumps(etag)}')
+    data_key = "inventory/data/part-0.csv.gz"
+    s3.put_object(Bucket=INPUT, Key=data_key, Body=gzip.compress("\n".join(rows).encode()))
+    manifest = {
+        "sourceBucket": source_bucket,
+        "destinationBucket": f"arn:aws:s3:::{INPUT}",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, ETag",
+        "files": [{"key": data_key, "size": 1, "MD5checksum": "x"}],
+    }
+    s3.put_object(Bucket=INPUT, Key="inventory/manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{INPUT}/inventory/manifest.json"
+
+
+def test_an_inventory_manifest_is_a_cloud_source(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+) -> None:
+    # GIVEN two photos and an inventory report that lists them (and a text file)
+    s3 = aws["s3"]
+    keys = ["photos/a.jpg", "photos/b.png", "notes/readme.txt"]
+    for key in keys:
+        s3.put_object(Bucket=INPUT, Key=key, Body=b"content of " + key.encode())
+    manifest = _inventory(s3, INPUT, keys)
+    # WHEN a job is initialised and scanned from the manifest
+    init, scan = load_handler("init"), load_handler("scan")
+    init.lambda_handler(init_event("job-inv", source=manifest), lambda_context)
+    scan_all(scan, lambda_context, "job-inv")
+    # THEN its tasks are the report's rows, keyed as in the source bucket
+    counts = store.count_tasks("job-inv")
+    assert counts[TaskStatus.PENDING] == 2 and counts[TaskStatus.SKIPPED] == 1
+
+
+def test_an_inventory_of_a_bucket_not_allowed_is_refused(
+    load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any]
+) -> None:
+    manifest = _inventory(aws["s3"], "someone-elses-bucket", ["x.jpg"])
+    init = load_handler("init")
+    with pytest.raises(Exception) as caught:
+        init.lambda_handler(init_event("job-foreign", source=manifest), lambda_context)
+    assert type(caught.value).__name__ == "BucketNotAllowedError"
