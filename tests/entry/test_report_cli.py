@@ -41,5 +41,10 @@ def test_tag_writes_a_report_and_report_regenerates_it(tmp_path: Path) -> None:
     truth = json.loads((EXAMPLES / "signs" / "truth.json").read_text(encoding="utf-8"))
     assert truth["sign-01.jpg"][0] in page
     assert "corrupt JPEG" in page
+    # and with the source gone, the report is still written, without thumbnails
+    shutil.rmtree(folder)
+    gone = run_cli("report", job_id, env=env)
+    assert gone.returncode == 0 and "no thumbnails: source folder not found" in gone.stderr
+    assert "No thumbnails." in report.read_text(encoding="utf-8")
     # and an unknown job is a usage error
     assert run_cli("report", "job-nope", env=env).returncode == 2

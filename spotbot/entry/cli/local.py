@@ -12,12 +12,13 @@ import click
 
 from spotbot.aws.locations import open_sink, open_source
 from spotbot.core.artifacts import resolve_model
-from spotbot.core.errors import SpotbotError, UsageError
+from spotbot.core.errors import SourceError, SpotbotError, UsageError
 from spotbot.core.export import FORMATS, export_rows, write_table
 from spotbot.core.guards import spend
 from spotbot.core.plugins import available_bots, load_bot_class
 from spotbot.core.records import JobStatus
 from spotbot.core.report import stored_summary, write_report
+from spotbot.core.sources import Source
 from spotbot.core.steps import job_counts, reopen_job, requeue_job
 from spotbot.core.worker import WorkerConfig
 from spotbot.entry.cli.common import (
@@ -408,7 +409,12 @@ def report(job_id: str, home: str | None) -> None:
             raise UsageError(f"job {job_id} is {job.status}: its report is written when it ends")
         sink = open_sink(job.output)
         summary = stored_summary(store, sink, job)
-        where = write_report(store, sink, job, summary, open_source(job.source))
+        try:
+            source: Source | None = open_source(job.source)
+        except SourceError as exc:  # moved or deleted since: the report, without thumbnails
+            click.echo(f"no thumbnails: {exc}", err=True)
+            source = None
+        where = write_report(store, sink, job, summary, source)
     click.echo(f"report -> {where}", err=True)
 
 
