@@ -2,9 +2,9 @@
 of a PDF or a multi-page TIFF, the frames sampled from a video.
 
 A bot declares the containers it takes (`Bot.containers`); the worker opens such an asset with
-`open_parts` (spotbot.core.bot), which checks it at once (an encrypted, corrupt or truncated file, or one over the
-page or duration cap, is a one-line AssetError that fails only its task), then yields one part
-at a time: memory holds one rendered page or frame plus one batch, however long the document.
+`open_parts` (spotbot.core.bot), which checks it at once (an encrypted, corrupt or truncated
+file, or one over the page or duration cap, is a one-line AssetError that fails only its task),
+then yields one part at a time: memory holds one rendered page or frame plus one batch, however long the document.
 `tag_parts` feeds the parts to the bot in batches and `combine_parts` folds the per-part
 predictions into the asset's one result: tags carry their page or timestamp.
 """

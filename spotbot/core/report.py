@@ -296,7 +296,8 @@ h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd
 .counts b{font-size:20px;display:block}.FAILED{color:#b00020}.DONE{color:#116611}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;padding:3px 6px;
 text-align:left;vertical-align:top;font-size:13px}
-.hist rect{fill:#4a78c2}.hist text{font-size:12px}.tput polygon{fill:#3b9a6b;opacity:.8}.tput text{font-size:11px}
+.hist rect{fill:#4a78c2}.hist text{font-size:12px}
+.tput polygon{fill:#3b9a6b;opacity:.8}.tput text{font-size:11px}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:330px;font-size:12px}
 .thumb{position:relative;display:inline-block}.thumb img{display:block}
 .boxes{position:absolute;left:0;top:0}.boxes polygon{fill:rgba(255,200,0,.15);stroke:#e53;
@@ -351,9 +352,11 @@ def render_report(
             where = "".join(f" · {k} {v:g}" for k, v in part.items())
             cards.append(
                 f'<div class="card" data-section="thumbs" data-page="{len(cards) // PAGE_THUMBS}">'
-                f'<div class="thumb"><img src="{uri}" width="{w}" height="{h}" alt="{_esc(result.key)}">'
+                f'<div class="thumb"><img src="{uri}" width="{w}" height="{h}"'
+                f' alt="{_esc(result.key)}">'
                 f"{_boxes_svg(result, w, h, scale, part)}</div>"
-                f"<div><b>{_esc(result.key)}</b>{where}</div><div>{_esc(_top_labels(result))}</div></div>"
+                f"<div><b>{_esc(result.key)}</b>{where}</div>"
+                f"<div>{_esc(_top_labels(result))}</div></div>"
             )
     fail_rows = [
         f'<tr data-section="fails" data-page="{i // PAGE_ROWS}"><td>{_esc(r.key)}</td>'
@@ -405,7 +408,8 @@ def render_report(
             + f"<h2>Failures ({data.failures_seen})</h2>"
             + sampled(len(fail_rows), data.failures_seen, "failures")
             + (
-                f"<table><tr><th>asset</th><th>error</th></tr>{_paged('fails', fail_rows, PAGE_ROWS)}</table>"
+                "<table><tr><th>asset</th><th>error</th></tr>"
+                f"{_paged('fails', fail_rows, PAGE_ROWS)}</table>"
                 if fail_rows
                 else '<p class="muted">None.</p>'
             )
