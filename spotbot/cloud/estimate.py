@@ -74,5 +74,13 @@ def estimate_request(
     source = open_cloud_source(str(request["source"]), settings, s3)
     sample = sample_source(source, bot_cls, max_pages)
     max_vcpus = int(os.environ.get(MAX_VCPUS) or 256)
-    est = estimate_job(bot_cls.name, sample, calibration, book, types, max_vcpus=max_vcpus)
+    est = estimate_job(
+        bot_cls.name,
+        sample,
+        calibration,
+        book,
+        types,
+        max_vcpus=max_vcpus,
+        per_asset_objects=bool(request.get("per_asset_results")),
+    )
     return {"dry_run": True, **est.to_dict()}

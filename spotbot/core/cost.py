@@ -344,7 +344,7 @@ def estimate_job(
     instance_types: Iterable[str] = (),
     max_vcpus: int | None = None,
     local_cpus: int | None = None,
-    per_asset_objects: bool = True,
+    per_asset_objects: bool = False,
 ) -> Estimate:
     """What tagging the sample will take and cost, on this machine and on each instance type.
 
@@ -379,11 +379,14 @@ def estimate_job(
         most = max(1, max_vcpus // price.vcpus) if max_vcpus else 1
         compute.append(compute_estimate(sample.accepted, rate, price, most))
     counts = request_counts(sample, per_asset_objects)
-    if per_asset_objects and sample.accepted:
+    if sample.accepted:
         puts = sample.accepted * prices.s3_put_per_1k / 1000.0
         notes.append(
             f"{sample.accepted:,} per-asset result objects cost ${puts:,.4f} in PUTs;"
             " results.jsonl alone (sharded JSON lines) costs a few PUTs per job"
+            if per_asset_objects
+            else f"per-asset result objects (--per-asset-results) would add {sample.accepted:,}"
+            f" PUTs: ${puts:,.4f}"
         )
     return Estimate(
         bot=bot,

@@ -89,7 +89,9 @@ def test_estimate_names_the_managed_service_and_every_calibrated_type() -> None:
         "test",
     )
     sample = SourceSample(1000, 1000, 5_000_000, 1, True)
-    est = estimate_job("car-model", sample, calibration, default_prices(), max_vcpus=4)
+    est = estimate_job(
+        "car-model", sample, calibration, default_prices(), max_vcpus=4, per_asset_objects=True
+    )
     assert [c.instance_type for c in est.compute] == ["c6i.xlarge", "m6i.xlarge"]
     assert est.managed is not None and est.managed["usd"] == pytest.approx(1.0)
     assert est.managed["service"].startswith("Amazon Rekognition")
@@ -97,6 +99,13 @@ def test_estimate_names_the_managed_service_and_every_calibrated_type() -> None:
     assert [n for n in est.notes if "per-asset" not in n] == []
     assert any("1,000 per-asset result objects cost $0.0050" in n for n in est.notes)
     assert json.loads(json.dumps(est.to_dict()))["sample"]["accepted"] == 1000
+
+
+def test_results_jsonl_alone_is_the_default_and_per_asset_puts_are_named() -> None:
+    sample = SourceSample(2000, 2000, 0, 2, True)
+    est = estimate_job("car-model", sample, default_calibration(), default_prices())
+    assert est.request_counts["put"] == 3
+    assert any("would add 2,000 PUTs: $0.0100" in n for n in est.notes)
 
 
 def test_a_sampled_listing_is_said_to_be_a_lower_bound() -> None:

@@ -167,6 +167,11 @@ def show_estimate(est: Estimate) -> None:
     show_default=True,
     help="Assets larger than this would fail unread: not counted.",
 )
+@click.option(
+    "--per-asset-results",
+    is_flag=True,
+    help="Price one result object per asset (a PUT each) beside results.jsonl.",
+)
 @home_option
 @json_option
 @guarded
@@ -178,6 +183,7 @@ def estimate(
     max_pages: int,
     prices: str,
     max_asset_mb: float,
+    per_asset_results: bool,
     home: str | None,
     as_json: bool,
 ) -> None:
@@ -195,6 +201,7 @@ def estimate(
         instance_types=instance_types,
         max_vcpus=max_vcpus,
         local_cpus=available_cpus(),
+        per_asset_objects=per_asset_results,
     )
     if as_json:
         emit_json(result.to_dict())
