@@ -10,6 +10,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHES = [
     ("pipeline", ["benchmarks.bench_pipeline"], "pipeline.json"),
+    ("sharing", ["benchmarks.bench_sharing"], "sharing.json"),
     ("car-model", ["benchmarks.bench_car"], "car_model.json"),
     ("sentiment-zh", ["benchmarks.bench_sentiment"], "sentiment.json"),
     ("ocr-zh", ["benchmarks.bench_ocr"], "ocr.json"),

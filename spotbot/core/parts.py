@@ -117,6 +117,8 @@ class PartStream:
 
 def container_of(key: str, containers: frozenset[str]) -> str | None:
     """Which of `containers` the key's extension names, if any."""
+    if not containers:  # most bots take none: no path parsing per asset
+        return None
     suffix = PurePosixPath(key).suffix.lower().lstrip(".")
     return next((c for c in sorted(containers) if suffix in CONTAINER_EXTENSIONS.get(c, ())), None)
 

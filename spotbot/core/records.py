@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -219,6 +220,10 @@ class Result:
         record.update(self.extra)
         record["error"] = self.error
         return record
+
+    def to_line(self) -> bytes:
+        """The record as one line of results.jsonl (what the stores keep, byte for byte)."""
+        return json.dumps(self.to_record(), ensure_ascii=False).encode()
 
     @classmethod
     def from_record(cls, job_id: str, record: dict[str, Any]) -> Result:

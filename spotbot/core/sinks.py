@@ -38,7 +38,7 @@ def result_relpath(key: str) -> str:
 
 
 def result_json(result: Result) -> bytes:
-    return json.dumps(result.to_record(), ensure_ascii=False, sort_keys=False).encode()
+    return result.to_line()
 
 
 class ResultSink(ABC):

@@ -40,6 +40,9 @@ class Source(ABC):
     """Where assets come from. Keys are relative to the source's root or prefix."""
 
     uri: str
+    # Whether a read waits on a network: the worker then keeps several in flight; a local
+    # file is read in line (a thread hand-off per tiny file costs more than the read).
+    remote: bool = True
 
     @abstractmethod
     def scan_pages(
@@ -69,6 +72,8 @@ class LocalSource(Source):
     while they stay inside the root; a folder reached twice (a link loop) is walked once.
     """
 
+    remote = False
+
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().absolute()
         self.uri = str(self.root)
@@ -79,6 +84,7 @@ class LocalSource(Source):
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise SourceError(f"source folder is not readable: {self.root}")
         self._real_root = self.root.resolve()
+        self._folders: dict[tuple[str, ...], str] = {}
 
     def _inside(self, real: Path) -> bool:
         return real == self._real_root or self._real_root in real.parents
@@ -167,9 +173,27 @@ class LocalSource(Source):
 
     def path_of(self, key: str) -> Path:
         """The file for a key, refusing keys that would escape the root."""
+        return Path(self._locate(key)[0])
+
+    def _locate(self, key: str) -> tuple[str, bool]:
+        """The file for a key and whether it may be opened without following a link.
+
+        The folder is resolved once (cached); a file that is not itself a symlink is then
+        inside the root with no resolve of its own, and is opened with O_NOFOLLOW, so a link
+        swapped in after this check cannot lead out. A symlinked file is resolved in full.
+        """
         parts = [p for p in key.split("/") if p not in ("", ".")]
         if not parts or ".." in parts:
             raise AssetError(f"invalid asset key: {key!r}")
+        plain = os.path.join(self._real_folder(tuple(parts[:-1])), parts[-1])
+        try:
+            st = os.lstat(plain)
+        except FileNotFoundError:
+            raise AssetError("cannot read: file not found (removed after the scan?)") from None
+        except OSError as exc:
+            raise AssetError(f"cannot read: {exc.strerror or exc}") from None
+        if not stat.S_ISLNK(st.st_mode):
+            return plain, True
         path = self.root.joinpath(*parts)
         try:
             real = path.resolve(strict=True)
@@ -179,14 +203,33 @@ class LocalSource(Source):
             raise AssetError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
         if not self._inside(real):
             raise AssetError("cannot read: the path leads outside the source folder")
-        return path
+        return str(path), False
+
+    def _real_folder(self, parts: tuple[str, ...]) -> str:
+        """A key's folder, resolved and checked to be inside the root (cached per folder)."""
+        cached = self._folders.get(parts)
+        if cached is not None:
+            return cached
+        try:
+            real = self.root.joinpath(*parts).resolve(strict=True)
+        except FileNotFoundError:
+            raise AssetError("cannot read: file not found (removed after the scan?)") from None
+        except (RuntimeError, OSError) as exc:
+            raise AssetError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not self._inside(real):
+            raise AssetError("cannot read: the path leads outside the source folder")
+        if len(self._folders) >= 10_000:
+            self._folders.clear()
+        self._folders[parts] = str(real)
+        return str(real)
 
     def read(self, key: str, max_bytes: int) -> bytes:
-        path = self.path_of(key)
+        path, plain = self._locate(key)
         try:
             # Non-blocking, so a FIFO or a device swapped in after the scan cannot hang the
             # worker at open(); only a regular file is read.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(path, flags | (getattr(os, "O_NOFOLLOW", 0) if plain else 0))
             with os.fdopen(fd, "rb") as fh:
                 st = os.fstat(fh.fileno())
                 if stat.S_ISDIR(st.st_mode):
@@ -196,7 +239,12 @@ class LocalSource(Source):
                 os.set_blocking(fd, True)
                 if st.st_size > max_bytes:
                     raise too_large(st.st_size, max_bytes)
-                data = fh.read(max_bytes + 1)
+                # Ask for the file's size (+1 to see it grew), not for the cap: a buffered
+                # read allocates the whole amount asked for, 50 MB per one-byte file.
+                want = min(st.st_size, max_bytes) + 1
+                data = fh.read(want)
+                if len(data) == want <= max_bytes:  # it grew since fstat: read on to the cap
+                    data += fh.read(max_bytes + 1 - len(data))
         except IsADirectoryError:
             raise AssetError("cannot read: it is a folder, not a file") from None
         except PermissionError:

@@ -315,11 +315,15 @@ class SqliteTaskStore(TaskStore):
 
     def begin_attempt(self, job_id: str, task_ids: Sequence[str]) -> None:
         with self._tx() as db:
-            db.executemany(
-                "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? AND job_id = ?"
-                " AND status = 'RUNNING'",
-                [(tid, job_id) for tid in task_ids],
-            )
+            self._begin(db, job_id, task_ids)
+
+    @staticmethod
+    def _begin(db: sqlite3.Connection, job_id: str, task_ids: Sequence[str]) -> None:
+        db.executemany(
+            "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? AND job_id = ?"
+            " AND status = 'RUNNING'",
+            [(tid, job_id) for tid in task_ids],
+        )
 
     def release_tasks(self, job_id: str, task_ids: Sequence[str]) -> int:
         with self._tx() as db:
@@ -332,12 +336,28 @@ class SqliteTaskStore(TaskStore):
             return db.total_changes - before
 
     def complete_tasks(self, results: Sequence[Result]) -> None:
-        if not results:
+        self.complete_and_begin(results, "", ())
+
+    def complete_and_begin(
+        self, results: Sequence[Result], job_id: str, next_ids: Sequence[str]
+    ) -> None:
+        if not results and not next_ids:
             return
         now = utcnow()
+        # Everything that needs no lock is computed before the transaction: ids, the stored
+        # JSON and the search tokens (the write lock is held only for the writes).
+        ids = [r.task_id for r in results]
+        records = [r.to_line().decode() for r in results]
+        tokens = [
+            (cjk_tokens(" ".join(r.labels)), cjk_tokens(r.text), cjk_tokens(r.key))
+            if r.status == TaskStatus.DONE
+            else None
+            for r in results
+        ]
         with self._tx() as db:
+            if next_ids:
+                self._begin(db, job_id, next_ids)
             rows: dict[str, tuple[int, bool]] = {}
-            ids = [r.task_id for r in results]
             for i in range(0, len(ids), _PAGE):
                 chunk = ids[i : i + _PAGE]
                 marks = ",".join("?" * len(chunk))
@@ -345,41 +365,60 @@ class SqliteTaskStore(TaskStore):
                     f"SELECT id, rowid, result IS NOT NULL FROM tasks WHERE id IN ({marks})", chunk
                 ):
                     rows[tid] = (rowid, bool(indexed))
-            missing = [r.key for r in results if r.task_id not in rows]
+            missing = [r.key for r, tid in zip(results, ids, strict=True) if tid not in rows]
             if missing:
                 raise StoreError(f"no task for {missing[0]!r} in job {results[0].job_id}")
             db.executemany(
                 "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL, updated_at = ?"
                 " WHERE rowid = ?",
                 [
-                    (
-                        str(r.status),
-                        r.error,
-                        json.dumps(r.to_record(), ensure_ascii=False),
-                        now,
-                        rows[r.task_id][0],
-                    )
-                    for r in results
+                    (str(r.status), r.error, record, now, rows[tid][0])
+                    for r, tid, record in zip(results, ids, records, strict=True)
                 ],
             )
             # Only a task that had a result before (a retry, a requeue) can be in the index.
             db.executemany(
                 "DELETE FROM results_fts WHERE rowid = ?",
-                [(rows[r.task_id][0],) for r in results if rows[r.task_id][1]],
+                [(rows[tid][0],) for tid in ids if rows[tid][1]],
             )
             db.executemany(
                 "INSERT INTO results_fts (rowid, labels, text, key) VALUES (?, ?, ?, ?)",
                 [
-                    (
-                        rows[r.task_id][0],
-                        cjk_tokens(" ".join(r.labels)),
-                        cjk_tokens(r.text),
-                        cjk_tokens(r.key),
-                    )
-                    for r in results
-                    if r.status == TaskStatus.DONE
+                    (rows[tid][0], *tok)
+                    for tid, tok in zip(ids, tokens, strict=True)
+                    if tok is not None
                 ],
             )
+
+    def iter_result_lines(self, job_id: str, page_size: int = 1000) -> Iterator[bytes]:
+        # The stored record is the line itself: no parsing and dumping again per asset.
+        job = self.get_job(job_id)
+        last = ""
+        while True:
+            rows = self._query(
+                "SELECT key, status, error, result, updated_at FROM tasks WHERE job_id = ?"
+                " AND key > ?"
+                " AND status IN ('DONE', 'FAILED', 'SKIPPED') ORDER BY key LIMIT ?",
+                (job_id, last, page_size),
+            )
+            for key, status, error, result, updated_at in rows:
+                if result:
+                    yield result.encode()
+                else:
+                    yield (
+                        Result(
+                            job_id=job_id,
+                            key=key,
+                            bot=job.bot,
+                            model_version=job.model_version,
+                            status=TaskStatus(status),
+                            error=error,
+                            finished_at=updated_at,
+                        ).to_line()
+                    )
+            if len(rows) < page_size:
+                return
+            last = rows[-1][0]
 
     def reclaim_running(
         self,

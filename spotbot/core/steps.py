@@ -29,7 +29,7 @@ from spotbot.core.records import (
 )
 from spotbot.core.report import write_report
 from spotbot.core.shard import job_bot_class
-from spotbot.core.sinks import ResultSink
+from spotbot.core.sinks import RESULTS_JSONL, ResultSink
 from spotbot.core.sources import ScanEntry, Source
 from spotbot.core.store import TaskStore
 from spotbot.core.worker import DEFAULT_MAX_ASSET_BYTES
@@ -301,14 +301,16 @@ def finalize_job(
         raise UsageError(f"job {job.id} still has {unfinished} unfinished tasks")
     store.update_job(job.id, status=JobStatus.FINALIZING)
     reused = 0
+    # A carried-over result's line holds the key (inside a JSON string it would be escaped).
+    mark = f'"{REUSED_FROM}": '.encode()
 
-    def counting(results: Iterator[Result]) -> Iterator[Result]:
+    def counting(lines: Iterator[bytes]) -> Iterator[bytes]:
         nonlocal reused
-        for result in results:
-            reused += result.reused_from is not None
-            yield result
+        for line in lines:
+            reused += mark in line
+            yield line
 
-    sink.write_results_manifest(job.id, counting(store.iter_results(job.id)))
+    sink.put_lines(job.id, RESULTS_JSONL, counting(store.iter_result_lines(job.id)))
     attempted = counts["done"] + counts["failed"]
     failed_pct = 100.0 * counts["failed"] / attempted if attempted else 0.0
     status, error = JobStatus.SUCCEEDED, None

@@ -105,6 +105,14 @@ class TaskStore(ABC):
     def complete_tasks(self, results: Sequence[Result]) -> None:
         """Record results (DONE or FAILED) and index them for search, in bulk."""
 
+    def complete_and_begin(
+        self, results: Sequence[Result], job_id: str, next_ids: Sequence[str]
+    ) -> None:
+        """`complete_tasks(results)`, then `begin_attempt` on the next batch: one write where
+        the store can (a worker's group commit between two batches)."""
+        self.complete_tasks(results)
+        self.begin_attempt(job_id, next_ids)
+
     @abstractmethod
     def reclaim_running(
         self,
@@ -142,6 +150,11 @@ class TaskStore(ABC):
     @abstractmethod
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         """Every finished task (DONE, FAILED, SKIPPED) of the job as a Result, ordered by key."""
+
+    def iter_result_lines(self, job_id: str, page_size: int = 1000) -> Iterator[bytes]:
+        """`iter_results` as the lines of results.jsonl; stores that keep the line override it."""
+        for result in self.iter_results(job_id, page_size):
+            yield result.to_line()
 
     @abstractmethod
     def search(

@@ -57,6 +57,20 @@ class ShardStats:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
+class _Ready:
+    """A read done in line, collected like a pooled read's future (without its locks)."""
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, data: bytes, error: Exception | None):
+        self.data, self.error = data, error
+
+    def result(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
 @dataclass(slots=True)
 class _Item:
     task: Task
@@ -93,6 +107,7 @@ class ShardWorker:
     # The worker's slot (default: its home shard, as for a Batch array child): its id begins
     # with the slot's prefix, and at start it reclaims what its slot's predecessors left.
     slot: int | None = None
+    _per_asset: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.slot = self.shard if self.slot is None else self.slot
@@ -107,6 +122,7 @@ class ShardWorker:
         stats.reclaimed = self.store.reclaim_running(self.job.id, owner=owner_prefix(self.slot))
         batch_size = max(1, self.config.batch_size or self.bot.batch_size)
         page = max(1, min(self.config.page_size, 4 * batch_size))
+        self._per_asset = bool(self.job.opts.per_asset_results)
         home_empty = False
         with ThreadPoolExecutor(
             max_workers=max(1, self.config.read_concurrency), thread_name_prefix="read"
@@ -123,24 +139,32 @@ class ShardWorker:
                     break
                 batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
                 pending = self._start_reads(pool, batches[0])
+                begun = False  # whether this batch's attempt is counted already
                 for index, batch in enumerate(batches):
                     if self.stop.is_set():
                         left = [t.id for b in batches[index:] for t in b]
                         stats.released += self.store.release_tasks(self.job.id, left)
                         break
-                    self.store.begin_attempt(self.job.id, [t.id for t in batch])
+                    if not begun:
+                        self.store.begin_attempt(self.job.id, [t.id for t in batch])
                     waited = time.perf_counter()
                     items = [self._collect(task, fut) for task, fut in pending]
                     stats.read_seconds += time.perf_counter() - waited
                     if index + 1 < len(batches):  # read the next batch while this one is tagged
                         pending = self._start_reads(pool, batches[index + 1])
                     try:
-                        self._tag_and_record(items, stats)
+                        results = self._tag(items, stats)
                     except BotUnavailableError:
                         # Nothing of this batch was recorded: hand it and the rest back.
                         left = [t.id for b in batches[index:] for t in b]
                         stats.released += self.store.release_tasks(self.job.id, left)
                         raise
+                    # One write: this batch's results and the next batch's attempt.
+                    following = batches[index + 1] if index + 1 < len(batches) else []
+                    if self.stop.is_set():
+                        following = []
+                    self.store.complete_and_begin(results, self.job.id, [t.id for t in following])
+                    begun = bool(following)
                     if self.on_batch:
                         self.on_batch(stats)
         stats.stopped = self.stop.is_set()
@@ -150,17 +174,22 @@ class ShardWorker:
     # -- reading ----------------------------------------------------------------------------
     def _start_reads(
         self, pool: ThreadPoolExecutor, batch: Sequence[Task]
-    ) -> list[tuple[Task, Future[bytes] | None]]:
+    ) -> list[tuple[Task, Future[bytes] | _Ready | None]]:
         cap = self.config.max_asset_bytes
-        out: list[tuple[Task, Future[bytes] | None]] = []
+        out: list[tuple[Task, Future[bytes] | _Ready | None]] = []
         for task in batch:
             if task.size is not None and (task.size == 0 or task.size > cap):
                 out.append((task, None))  # known bad from the listing: don't download it
-            else:
+            elif self.source.remote:
                 out.append((task, pool.submit(self.source.read, task.key, cap)))
+            else:  # a local file: read now, in line
+                try:
+                    out.append((task, _Ready(self.source.read(task.key, cap), None)))
+                except Exception as exc:  # raised where a pooled read's would be: at collect
+                    out.append((task, _Ready(b"", exc)))
         return out
 
-    def _collect(self, task: Task, future: Future[bytes] | None) -> _Item:
+    def _collect(self, task: Task, future: Future[bytes] | _Ready | None) -> _Item:
         cap = self.config.max_asset_bytes
         if future is None:
             if task.size == 0:
@@ -179,7 +208,8 @@ class ShardWorker:
         return _Item(task, data=data)
 
     # -- tagging ----------------------------------------------------------------------------
-    def _tag_and_record(self, items: list[_Item], stats: ShardStats) -> None:
+    def _tag(self, items: list[_Item], stats: ShardStats) -> list[Result]:
+        """Tag a batch; its results (per-asset objects written, if asked for), to commit."""
         began = time.perf_counter()
         for item in items:
             if item.error is None:
@@ -205,11 +235,11 @@ class ShardWorker:
             prediction = predictions[id(item)]
             assert isinstance(prediction, dict)
             result = self._result(item.task, TaskStatus.DONE, prediction=prediction)
-            if self.job.opts.per_asset_results:
+            if self._per_asset:
                 self.sink.write_result(result)
             results.append(result)
             stats.done += 1
-        self.store.complete_tasks(results)
+        return results
 
     def _predict(self, ready: list[_Item]) -> dict[int, Prediction | str]:
         outcomes = predict_isolated(self.bot.predict, [item.decoded for item in ready])

@@ -38,7 +38,7 @@ def test_an_idle_worker_takes_over_the_slow_shard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a two-shard job whose shard 0 holds 24 assets ten times slower than shard 1's 24
-    monkeypatch.setenv("SPOTBOT_TEST_DELAY", "0.01")
+    monkeypatch.setenv("SPOTBOT_TEST_DELAY", "0.03")  # slow shard: 7 s, quick: 0.7 s
     folder = tmp_path / "in"
     folder.mkdir()
     made = {0: 0, 1: 0}
