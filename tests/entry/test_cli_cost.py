@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,8 @@ def test_calibrate_writes_a_local_calibration_that_estimate_then_prefers(
     out = json.loads(done.stdout)
     # THEN a rate near 1/delay is written under the home, measured here
     rate = out["rates"]["words"]
-    assert 20 < rate < 100, rate
+    # one worker process per core, each near 1 / delay
+    assert 20 < rate / len(os.sched_getaffinity(0)) < 100, rate
     written = json.loads((home / "calibration.json").read_text())
     local = written["bots"]["words"]["local"]
     assert local["basis"].startswith("measured here") and local["vcpu_hour_usd"] > 0
