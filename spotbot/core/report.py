@@ -38,6 +38,8 @@ REPORT_HTML = "report.html"
 MAX_REPORT_BYTES = 10 * 1024 * 1024
 THUMBNAILS = 120  # sampled assets drawn as thumbnails
 THUMB_SIDE = 320  # longest side of a thumbnail, in pixels
+ORIENTATION = 0x0112  # the EXIF tag
+TAGGED_WIDTH = "spotbot.tagged_width"  # Image.info key: the width the bot's boxes refer to
 THUMB_BUDGET = 6 * 1024 * 1024  # bytes of data URIs, at most
 FAILURES = 1000  # failures listed (all are counted)
 ROWS = 5000  # results listed in the table (all are counted)
@@ -143,8 +145,15 @@ def default_preview(data: bytes, key: str) -> tuple[Image.Image, dict[str, Any]]
         return None
     with Image.open(io.BytesIO(data)) as image:
         image.seek(0)
-        upright = ImageOps.exif_transpose(image) or image
-        return upright.convert("RGB"), {}
+        width, height = image.size
+        turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+        # A JPEG decodes at 1/2..1/8 scale for a fraction of the time: the thumbnail is small.
+        fit = min(1.0, 2 * THUMB_SIDE / max(width, height, 1))
+        image.draft("RGB", (max(1, int(width * fit)), max(1, int(height * fit))))
+        upright = (ImageOps.exif_transpose(image) or image).convert("RGB")
+        # The bot's boxes are in the full upright image's pixels.
+        upright.info[TAGGED_WIDTH] = height if turned else width
+        return upright, {}
 
 
 def _thumbnail(
@@ -169,7 +178,7 @@ def _thumbnail(
     uri = "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
     # Boxes of a page or frame are in the pixels the bot saw it in (its part_side), which the
     # result records; a plain image's are in the image's own.
-    tagged_width = _tagged_width(result, where) or image.width
+    tagged_width = _tagged_width(result, where) or image.info.get(TAGGED_WIDTH) or image.width
     return uri, small.width, small.height, small.width / max(tagged_width, 1), where
 
 
