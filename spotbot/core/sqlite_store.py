@@ -437,32 +437,8 @@ class SqliteTaskStore(TaskStore):
     def iter_result_lines(self, job_id: str, page_size: int = 1000) -> Iterator[bytes]:
         # The stored record is the line itself: no parsing and dumping again per asset.
         job = self.get_job(job_id)
-        last = ""
-        while True:
-            rows = self._query(
-                "SELECT key, status, error, result, updated_at FROM tasks WHERE job_id = ?"
-                " AND key > ?"
-                " AND status IN ('DONE', 'FAILED', 'SKIPPED') ORDER BY key LIMIT ?",
-                (job_id, last, page_size),
-            )
-            for key, status, error, result, updated_at in rows:
-                if result:
-                    yield result.encode()
-                else:
-                    yield (
-                        Result(
-                            job_id=job_id,
-                            key=key,
-                            bot=job.bot,
-                            model_version=job.model_version,
-                            status=TaskStatus(status),
-                            error=error,
-                            finished_at=updated_at,
-                        ).to_line()
-                    )
-            if len(rows) < page_size:
-                return
-            last = rows[-1][0]
+        for row in self._finished_rows(job_id, page_size):
+            yield row[3].encode() if row[3] else _unstored(job, *row).to_line()
 
     def reclaim_running(
         self,
@@ -545,6 +521,16 @@ class SqliteTaskStore(TaskStore):
 
     def iter_results(self, job_id: str, page_size: int = 1000) -> Iterator[Result]:
         job = self.get_job(job_id)
+        for row in self._finished_rows(job_id, page_size):
+            if not row[3]:
+                yield _unstored(job, *row)
+                continue
+            found = Result.from_record(job_id, json.loads(row[3]))
+            found.finished_at = row[4]
+            yield found
+
+    def _finished_rows(self, job_id: str, page_size: int) -> Iterator[sqlite3.Row]:
+        """(key, status, error, stored line, updated_at) of finished tasks, by key."""
         last = ""
         while True:
             rows = self._query(
@@ -553,21 +539,7 @@ class SqliteTaskStore(TaskStore):
                 " AND status IN ('DONE', 'FAILED', 'SKIPPED') ORDER BY key LIMIT ?",
                 (job_id, last, page_size),
             )
-            for key, status, error, result, updated_at in rows:
-                if result:
-                    found = Result.from_record(job_id, json.loads(result))
-                    found.finished_at = updated_at
-                    yield found
-                else:
-                    yield Result(
-                        job_id=job_id,
-                        key=key,
-                        bot=job.bot,
-                        model_version=job.model_version,
-                        status=TaskStatus(status),
-                        error=error,
-                        finished_at=updated_at,
-                    )
+            yield from rows
             if len(rows) < page_size:
                 return
             last = rows[-1][0]
@@ -620,6 +592,21 @@ _TABLES = {
     "jobs": "id, bot, status, created_at, doc",
     "tasks": "id, job_id, key, shard, status, attempts, size, worker, error, result, updated_at",
 }
+
+
+def _unstored(
+    job: Job, key: str, status: str, error: str | None, _: object, finished_at: str
+) -> Result:
+    """The Result of a finished task with no stored line (SKIPPED, failed before tagging)."""
+    return Result(
+        job_id=job.id,
+        key=key,
+        bot=job.bot,
+        model_version=job.model_version,
+        status=TaskStatus(status),
+        error=error,
+        finished_at=finished_at,
+    )
 
 
 def _writer_lock(path: Path) -> int | None:
