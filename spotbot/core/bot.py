@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from spotbot.core.artifacts import ModelManifest, ModelRef
@@ -20,6 +19,7 @@ from spotbot.core.parts import (
     combine_parts,
     container_extensions,
     container_of,
+    key_suffix,
     tag_parts,
 )
 from spotbot.core.video import open_video
@@ -95,7 +95,7 @@ class Bot(ABC):
     @classmethod
     def accepts(cls, key: str) -> bool:
         """Whether an asset with this key is for this bot (by extension; content is checked later)."""
-        suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+        suffix = key_suffix(key)
         return suffix in cls.extensions or suffix in container_extensions(cls.containers)
 
     def open_container(self, data: bytes, key: str) -> PartStream | None:

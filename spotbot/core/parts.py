@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from PIL import Image
@@ -115,11 +114,17 @@ class PartStream:
             yield part
 
 
+def key_suffix(key: str) -> str:
+    """A key's extension, lower case, without the dot ("" for none): what PurePosixPath's
+    suffix gives, without building a path per asset."""
+    return os.path.splitext(key.rpartition("/")[2])[1].lower().lstrip(".")
+
+
 def container_of(key: str, containers: frozenset[str]) -> str | None:
     """Which of `containers` the key's extension names, if any."""
     if not containers:  # most bots take none: no path parsing per asset
         return None
-    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    suffix = key_suffix(key)
     return next((c for c in sorted(containers) if suffix in CONTAINER_EXTENSIONS.get(c, ())), None)
 
 

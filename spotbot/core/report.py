@@ -19,14 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spotbot.core.bot import first_part
 from spotbot.core.errors import AssetError
-from spotbot.core.parts import PDF, TIFF, VIDEO, container_of
+from spotbot.core.parts import PDF, TIFF, VIDEO, container_of, key_suffix
 from spotbot.core.records import Job, Result, TaskStatus
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import Source
@@ -130,7 +129,7 @@ ALL_CONTAINERS = frozenset({PDF, TIFF, VIDEO})
 
 def is_previewable(key: str) -> bool:
     """An image, or a document or video whose first page or frame can stand for it."""
-    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    suffix = key_suffix(key)
     return suffix in IMAGE_SUFFIXES or container_of(key, ALL_CONTAINERS) is not None
 
 
@@ -141,7 +140,7 @@ def default_preview(data: bytes, key: str) -> tuple[Image.Image, dict[str, Any]]
     if container is not None:
         part = first_part(container, data, key, side=2 * THUMB_SIDE)
         return (part.image, part.where) if part is not None and part.image else None
-    if PurePosixPath(key).suffix.lower().lstrip(".") not in IMAGE_SUFFIXES:
+    if key_suffix(key) not in IMAGE_SUFFIXES:
         return None
     with Image.open(io.BytesIO(data)) as image:
         image.seek(0)
