@@ -15,7 +15,7 @@ export SPOTBOT_HOME ?= $(CURDIR)/.spotbot
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv fonts chromium demo test test-images test-fast lint bench models artifacts clean
+.PHONY: all venv fonts chromium demo test test-slow test-images test-fast lint bench models artifacts clean
 
 all: test
 
@@ -63,8 +63,13 @@ demo: $(STAMP)
 
 test: $(STAMP) $(SFN_STAMP) fonts chromium
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not stepfunctions and not torch_image"
+	$(BIN)/python -m pytest -m "not stepfunctions and not torch_image and not slow"
 	$(SFN_VENV)/bin/python -m pytest -m stepfunctions tests/workflows
+
+# What `make test` leaves out for time (marked slow: the training runs, the ocr-zh image's
+# dependency set in a clean venv, twenty kills of a Batch worker). CI runs it after `make test`.
+test-slow: $(STAMP) fonts chromium
+	$(BIN)/python -m pytest -m "slow and not stepfunctions and not torch_image"
 
 # The torch images' dependency sets (car-model, sentiment-zh: 1.4-2.3 GB each), each in a clean
 # venv, their serve/work/train entry points run on real inputs. CI runs it after `make test`.
