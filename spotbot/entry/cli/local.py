@@ -37,6 +37,17 @@ from spotbot.entry.local_runner import LocalRunner, Progress, RunOutcome, defaul
 
 
 # -- bots -------------------------------------------------------------------------------------
+def budget_option(lead: str) -> Any:
+    """`--budget-usd`, as tag (a first budget), resume and retry (a new one) take it."""
+    return click.option(
+        "--budget-usd",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help=f"{lead} before the spend (CPU-hours at the calibration's price) would pass this"
+        " many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
+    )
+
+
 @main.command()
 @home_option
 @json_option
@@ -245,13 +256,7 @@ def _finish(outcome: RunOutcome, as_json: bool, quiet_hint: bool = False) -> Non
     help="Reuse the results of earlier jobs (same bot and model version) for assets that"
     " have not changed (key, size, mtime); tag only the rest.",
 )
-@click.option(
-    "--budget-usd",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Stop claiming assets before the spend (CPU-hours at the calibration's price) would"
-    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
-)
+@budget_option("Stop claiming assets")
 @click.option("--job-id", default=None, help="Use this job id (runs the job if it exists).")
 @home_option
 @json_option
@@ -299,13 +304,7 @@ def tag(
 @main.command()
 @click.argument("job_id")
 @click.option("--workers", type=click.IntRange(min=1), default=None)
-@click.option(
-    "--budget-usd",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="A new budget: stop claiming before the spend (CPU-hours at the calibration's price) would"
-    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
-)
+@budget_option("A new budget: stop claiming")
 @home_option
 @json_option
 @guarded
@@ -351,13 +350,7 @@ def _run(runner: LocalRunner, job_id: str, as_json: bool, reopen_failed: bool = 
     default=None,
     help="A new failure threshold for the retry [default: the job's].",
 )
-@click.option(
-    "--budget-usd",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="A new budget: stop claiming before the spend (CPU-hours at the calibration's price) would"
-    " pass this many USD; the job ends BUDGET_EXCEEDED and `spotbot resume` goes on.",
-)
+@budget_option("A new budget: stop claiming")
 @home_option
 @json_option
 @guarded
