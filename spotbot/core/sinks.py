@@ -74,9 +74,6 @@ class ResultSink(ABC):
         data = json.dumps(summary, indent=2, ensure_ascii=False).encode() + b"\n"
         self.put(job_id, SUMMARY_JSON, data, "application/json")
 
-    def write_results_manifest(self, job_id: str, results: Iterable[Result]) -> int:
-        return self.put_lines(job_id, RESULTS_JSONL, (result_json(r) for r in results))
-
 
 class LocalSink(ResultSink):
     def __init__(self, root: str | Path):
