@@ -70,6 +70,26 @@ DEFAULT_BOT_RESOURCES = {
 }
 
 
+_INSTANCE_TYPE = re.compile(r"^(ml\.)?[a-z][a-z0-9-]*\.[a-z0-9]+$")
+
+
+class InstancePriceSetting(_Model):
+    """One row of the stack's price table (``spotbot:instancePrices``), USD per hour."""
+
+    on_demand: float = Field(gt=0, le=1000)
+    spot: float | None = Field(None, gt=0, le=1000)
+    vcpus: int | None = Field(None, ge=1, le=1024)
+
+    def to_env(self) -> dict[str, float | int]:
+        """As SPOTBOT_INSTANCE_PRICES carries it (spotbot.cloud.estimate.stack_price_table)."""
+        row: dict[str, float | int] = {"on_demand": self.on_demand}
+        if self.spot is not None:
+            row["spot"] = self.spot
+        if self.vcpus is not None:
+            row["vcpus"] = self.vcpus
+        return row
+
+
 class SearchSettings(_Model):
     instance_type: str = "t3.small.search"
     instance_count: int = Field(1, ge=1, le=20)
@@ -114,6 +134,7 @@ class SpotbotSettings(_Model):
     # inference and search
     inference_default: Literal["in-container", "endpoint"] = "in-container"
     endpoint_instance_type: str = "ml.m5.large"
+    instance_prices: dict[str, InstancePriceSetting] = Field(default_factory=dict)
     search: SearchSettings = Field(default_factory=SearchSettings)
     # functions, api, logs
     powertools_layer_arn: str | None = None
@@ -146,6 +167,18 @@ class SpotbotSettings(_Model):
                 f"customBotRepositories takes repositories (host/name), no tag or digest: {bad}"
             )
         return names
+
+    @field_validator("instance_prices")
+    @classmethod
+    def _prices(cls, prices: dict[str, InstancePriceSetting]) -> dict[str, InstancePriceSetting]:
+        bad = [t for t in prices if not _INSTANCE_TYPE.match(t)]
+        if bad:
+            raise ValueError(f"instancePrices: not instance types: {bad} (e.g. c6i.xlarge)")
+        return prices
+
+    def instance_prices_env(self) -> str:
+        """The price table as the functions' SPOTBOT_INSTANCE_PRICES (JSON)."""
+        return json.dumps({t: p.to_env() for t, p in sorted(self.instance_prices.items())})
 
     @field_validator("log_retention_days")
     @classmethod

@@ -158,6 +158,8 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
                 es,
                 *terminate,
                 iam.statement(["states:StartExecution"], [tagging_arn, retry_arn]),
+                # Live prices for estimates; neither action has resource-level permissions.
+                iam.statement(["ec2:DescribeSpotPriceHistory", "pricing:GetProducts"], ["*"]),
                 iam.statement(
                     ["states:DescribeExecution", "states:StopExecution"],
                     [ctx.arn("states", f"execution:{n}:*") for n in (names.tagging, names.retry)],
@@ -243,6 +245,9 @@ def build(settings: SpotbotSettings, ctx: AwsContext | None = None) -> Deploymen
             specs=specs,
             environment={
                 **environment,
+                # The stack's price table: estimates, the workers' and the endpoint's spend.
+                envnames.INSTANCE_PRICES: settings.instance_prices_env(),
+                envnames.MAX_VCPUS: str(settings.max_vcpus),
                 envnames.POWERTOOLS_SERVICE_NAME: METRICS_SERVICE,
                 envnames.POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
                 envnames.LOG_LEVEL: "INFO",

@@ -498,6 +498,55 @@ def test_the_api_may_register_custom_bots_job_definitions_and_nothing_more(
     ]
 
 
+def test_only_the_api_reads_live_prices_with_named_actions_on_star(mocks: SpotbotMocks) -> None:
+    # GIVEN the default stack
+    _deploy(mocks, lambda d: d.outputs["api_url"])
+    # THEN the api function (it prices dry runs) may read Spot and on-demand prices: the two
+    # actions by name on "*" (they have no resource-level permissions), never a wildcard action
+    pricing = {"ec2:DescribeSpotPriceHistory", "pricing:GetProducts"}
+    (stmt,) = [s for s in _role_statements(mocks, "api") if pricing & set(s["Action"])]
+    assert sorted(stmt["Action"]) == sorted(pricing) and stmt["Resource"] == ["*"]
+    assert stmt["Effect"] == "Allow" and "Condition" not in stmt
+    # and no other function may
+    for function in ("init", "scan", "endpoint", "finalize", "cleanup", "requeue"):
+        actions = {a for s in _role_statements(mocks, function) for a in s["Action"]}
+        assert not pricing & actions, function
+
+
+def test_the_stack_price_table_reaches_every_function(mocks: SpotbotMocks) -> None:
+    from spotbot.cloud.estimate import endpoint_hour_usd, spot_vcpu_hour_usd, stack_prices
+    from spotbot.core.cost import default_prices
+
+    # GIVEN the example stack file, whose spotbot:instancePrices has EC2 and SageMaker types
+    pulumi.runtime.set_all_config(_example_config())
+    _deploy(mocks, lambda d: d.outputs["api_url"])
+    functions = _of(mocks, "aws:lambda/function:Function")
+    assert len(functions) == 7
+    # THEN every function's environment carries the table, as JSON, and the deployment's vCPUs
+    tables = {f.props["environment"]["variables"]["SPOTBOT_INSTANCE_PRICES"] for f in functions}
+    assert len(tables) == 1
+    (table,) = tables
+    assert json.loads(table) == {
+        "c6i.xlarge": {"spot": 0.0712, "on_demand": 0.19},
+        "c7i.xlarge": {"spot": 0.0745, "on_demand": 0.1995},
+        "m6i.xlarge": {"spot": 0.0801, "on_demand": 0.214},
+        "ml.g5.xlarge": {"on_demand": 1.57},
+    }
+    assert {f.props["environment"]["variables"]["SPOTBOT_MAX_VCPUS"] for f in functions} == {"1024"}
+    # and the functions' code reads it as the stack's prices: workers' Spot vCPU-hours,
+    # estimates, and the endpoint's hours
+    env = {"SPOTBOT_INSTANCE_PRICES": table}
+    book = stack_prices(default_prices(), env)
+    assert book.instance("c6i.xlarge").spot_hourly == 0.0712
+    assert book.instance("c6i.xlarge").vcpus == 4 and book.source == "stack config"
+    assert "ml.g5.xlarge" not in book.instances
+    assert endpoint_hour_usd("ml.g5.xlarge", env) == 1.57
+    assert endpoint_hour_usd("ml.m5.large", env) == 0.115  # not in the stack: shipped table
+    # and the default stack carries an empty table (the shipped one applies)
+    assert json.loads(config.SpotbotSettings().instance_prices_env()) == {}
+    assert spot_vcpu_hour_usd() == round(0.068 / 4, 6)
+
+
 def test_api_uses_iam_auth_validation_logs_and_throttling(mocks: SpotbotMocks) -> None:
     _deploy(mocks, lambda d: d.api.url)
     methods = _of(mocks, "aws:apigateway/method:Method")
@@ -703,6 +752,9 @@ def test_example_stack_file_parses_and_every_key_is_documented() -> None:
         ({"maxVcpus": "2", "bots": '["car-model"]'}, "below one worker"),
         ({"logRetentionDays": "10"}, "logRetentionDays"),
         ({"allowedBuckets": '["arn:aws:s3:::b"]'}, "bucket names"),
+        ({"instancePrices": '{"c6i.xlarge": {"spot": 0.07}}'}, "onDemand"),
+        ({"instancePrices": '{"c6i.xlarge": {"on_demand": -1}}'}, "greater than 0"),
+        ({"instancePrices": '{"C6I XL": {"on_demand": 0.2}}'}, "not instance types"),
     ],
 )
 def test_settings_reject_inconsistent_config(values: dict[str, str], message: str) -> None:
