@@ -67,6 +67,12 @@ class JobRequest(_Request):
         description="reuse earlier jobs' results (same bot and model version) for unchanged"
         " assets (same key, size and ETag); tag only the rest",
     )
+    min_failure_sample: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="assets attempted before max_failure_pct can stop the job early [default: 200]",
+    )
     dry_run: bool = Field(
         default=False,
         description="true: start nothing; answer 200 with the job's estimate (JobEstimate)",
@@ -232,6 +238,9 @@ class RetryResult(BaseModel):
     job_id: str
     execution_name: str
     failed: int = Field(description="failed assets that will be tried again")
+    untagged: int = Field(
+        default=0, description="assets never tagged (the job stopped early) that will be now"
+    )
 
 
 class BotView(BaseModel):

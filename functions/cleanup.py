@@ -59,7 +59,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         announce=deployment.job_events.job_ended,
     )
     logger.info("job cleaned up", extra={"cleanup": result})
-    metrics.add_metric(name=f"Jobs{result['status'].title()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name=f"Jobs{result['status'].title().replace('_', '')}", unit=MetricUnit.Count, value=1
+    )
     if result["endpoint_deleted"]:
         metrics.add_metric(name="EndpointsDeleted", unit=MetricUnit.Count, value=1)
     return result

@@ -50,8 +50,10 @@ class JobRequestEvent(_Event):
     max_failure_pct: float | None = Field(default=None, ge=0, le=100)
     poll_seconds: int | None = Field(default=None, ge=0)
     only_new: bool | None = None
+    incremental: bool | None = None  # the same as only_new
     budget_usd: float | None = Field(default=None, gt=0)
     per_asset_results: bool | None = None
+    min_failure_sample: int | None = Field(default=None, ge=1)
 
 
 class InitEvent(_Event):
@@ -104,7 +106,7 @@ class Failure(_Event):
 
 
 class Outcome(_Event):
-    status: Literal["SUCCEEDED", "FAILED"] = "FAILED"
+    status: Literal["SUCCEEDED", "FAILED", "BUDGET_EXCEEDED"] = "FAILED"
     failure: Failure = Field(default_factory=Failure)
 
 

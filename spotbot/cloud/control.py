@@ -36,6 +36,8 @@ JOB_INPUT_FIELDS = (
     "max_failure_pct",
     "only_new",
     "budget_usd",
+    "per_asset_results",
+    "min_failure_sample",
 )
 
 
@@ -64,7 +66,8 @@ def start_job(
     resolver.resolve(bot_cls, request.get("model_version"))  # an unknown pin is a 4xx now
     token = request.get("client_token")
     job_id = job_id_for_token(str(token)) if token else new_job_id()
-    payload = {k: request[k] for k in JOB_INPUT_FIELDS if request.get(k) is not None}
+    # False flags stay out: the input is compared when a client token comes back.
+    payload = {k: request[k] for k in JOB_INPUT_FIELDS if request.get(k) not in (None, False)}
     payload["job_id"] = job_id
     machine = _state_machine(settings)
     arn, started = sfn.start(machine, job_id, payload)
@@ -183,13 +186,15 @@ def cancel_job(store: TaskStore, batch: BatchJobs | None, job_id: str) -> dict[s
 def retry_job(
     store: TaskStore, sfn: StepFunctions, settings: CloudSettings, job_id: str, body: dict[str, Any]
 ) -> dict[str, Any]:
-    """Start the retry machine for a finished job that has FAILED tasks."""
+    """Start the retry machine for a finished job that has FAILED tasks, or assets it never
+    tagged (stopped early, at its budget): `budget_usd` gives it a new budget."""
     job = store.get_job(job_id)
     if not job.status.is_final:
         raise JobConflictError(f"job {job_id} is still {job.status}: retry it once it finished")
-    failed = job_counts(store, job_id)["failed"]
-    if not failed:
-        raise JobConflictError(f"job {job_id} has no failed assets to retry")
+    counts = job_counts(store, job_id)
+    failed = counts["failed"]
+    if not failed and not counts["pending"] + counts["running"]:
+        raise JobConflictError(f"job {job_id} has no failed or untagged assets to retry")
     retries = list(job.opts.retry_executions)
     if retries:
         # Requeue sets the job RUNNING a moment after the start: a second POST in that moment
@@ -201,6 +206,9 @@ def retry_job(
     payload: dict[str, Any] = {"job_id": job_id}
     if body.get("max_failure_pct") is not None:
         payload["max_failure_pct"] = float(body["max_failure_pct"])
+    if body.get("budget_usd") is not None:
+        payload["budget_usd"] = float(body["budget_usd"])
     sfn.start(_state_machine(settings, retry=True), name, payload)
     merge_options(store, job_id, **{RETRIES_KEY: [*retries, name]})
-    return {"job_id": job_id, "execution_name": name, "failed": failed}
+    untagged = counts["pending"] + counts["running"]
+    return {"job_id": job_id, "execution_name": name, "failed": failed, "untagged": untagged}

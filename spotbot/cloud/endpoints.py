@@ -18,10 +18,17 @@ from typing import Any
 from spotbot.aws.catalog import BotCatalog
 from spotbot.aws.clients import aws_errors, error_code
 from spotbot.aws.settings import CloudSettings, ConfigError
+from spotbot.cloud.estimate import endpoint_hour_usd
 from spotbot.cloud.steps import is_cancel_requested, merge_options
 from spotbot.core import envnames
 from spotbot.core.errors import JobCancelledError
-from spotbot.core.records import Job, JobStatus
+from spotbot.core.guards import (
+    ENDPOINT_HOUR_USD,
+    ENDPOINT_SECONDS,
+    ENDPOINT_SINCE,
+    endpoint_seconds,
+)
+from spotbot.core.records import Job, JobStatus, utcnow
 from spotbot.core.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -212,8 +219,13 @@ def ensure_job_endpoint(
         environment={envnames.BOT: bot, envnames.MODEL_VERSION: model_version},
         tags={"spotbot:bot": bot, "spotbot:model-version": model_version[:256]},
     )
+    # The job pays for the endpoint from now (created or reused) until its cleanup lets go.
+    usage: dict[str, Any] = {ENDPOINT_HOUR_USD: endpoint_hour_usd(endpoints.instance_type)}
+    if not store.get_job(job_id).options.get(ENDPOINT_SINCE):  # a retried step: keep the start
+        usage[ENDPOINT_SINCE] = utcnow()
     if state.created:
-        merge_options(store, job_id, **{CREATED_KEY: True})
+        usage[CREATED_KEY] = True
+    merge_options(store, job_id, **usage)
     log.info(
         "endpoint %s for job %s: created=%s status=%s", name, job_id, state.created, state.status
     )
@@ -232,16 +244,29 @@ def other_users(store: TaskStore, job: Job, name: str) -> list[str]:
     ]
 
 
+def stop_endpoint_clock(store: TaskStore, job_id: str) -> None:
+    """The job no longer uses its endpoint: its open period joins the hours it pays for."""
+    job = store.get_job(job_id)
+    if not job.options.get(ENDPOINT_SINCE):
+        return
+    seconds = round(endpoint_seconds(job), 3)
+    merge_options(store, job_id, **{ENDPOINT_SECONDS: seconds, ENDPOINT_SINCE: None})
+
+
 def release_job_endpoint(store: TaskStore, endpoints: SageMakerEndpoints, job: Job) -> bool:
-    """Delete the job's endpoint unless another running job uses it; True when deleted now."""
+    """Delete the job's endpoint unless another running job uses it; True when deleted now.
+    Either way the job's endpoint hours stop counting here."""
     name = job.opts.endpoint_name
     if not name:
         return False
     users = other_users(store, job, str(name))
     if users:
         log.info("keeping endpoint %s: jobs %s still use it", name, ", ".join(users[:5]))
-        return False
-    return endpoints.delete(str(name))
+        deleted = False
+    else:
+        deleted = endpoints.delete(str(name))
+    stop_endpoint_clock(store, job.id)
+    return deleted
 
 
 def idle_endpoints(store: TaskStore, endpoints: SageMakerEndpoints, prefix: str) -> list[str]:

@@ -20,6 +20,7 @@ from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.estimate import spot_vcpu_hour_usd
 from spotbot.core.bot import Bot
 from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotError, UsageError
+from spotbot.core.guards import MIN_SAMPLE_OPTION
 from spotbot.core.limits import JobLimits, plan_chunks
 from spotbot.core.records import CANCEL_REQUESTED, Job, JobStatus, utcnow
 from spotbot.core.sinks import SUMMARY_JSON
@@ -27,6 +28,9 @@ from spotbot.core.steps import finalize_job, init_job, job_counts, requeue_job, 
 from spotbot.core.store import TaskStore
 
 THRESHOLD_ERROR = "Spotbot.FailureThresholdExceeded"
+BUDGET_ERROR = "Spotbot.BudgetExceeded"
+#: The outcomes finalize hands to cleanup (and cleanup keeps as the job's final status).
+FINAL_OUTCOMES = ("SUCCEEDED", "FAILED", "BUDGET_EXCEEDED")
 MAX_CAUSE = 1000
 
 
@@ -128,13 +132,22 @@ def init_step(
         max_failure_pct=float(limits.default_max_failure_pct if pct is None else pct),
         job_id=job_id,
         per_asset_results=bool(request.get("per_asset_results")),
-        only_new=bool(request.get("only_new")),
+        only_new=bool(request.get("only_new") or request.get("incremental")),
         budget_usd=request.get("budget_usd"),
         vcpu_hour_usd=spot_vcpu_hour_usd(),
     )
     if job.opts.inference is None:
         poll = int(_given(request.get("poll_seconds"), limits.default_poll_seconds))
-        job = merge_options(store, job.id, inference=inference, poll_seconds=poll)
+        sample = request.get("min_failure_sample")
+        if sample is not None and int(sample) < 1:
+            raise UsageError(f"min_failure_sample must be at least 1, got {sample}")
+        job = merge_options(
+            store,
+            job.id,
+            inference=inference,
+            poll_seconds=poll,
+            **({MIN_SAMPLE_OPTION: int(sample)} if sample is not None else {}),
+        )
     return _plan(job, job_definition, limits)
 
 
@@ -190,10 +203,12 @@ def finalize_step(
     sink = S3Sink(job.output, client=s3)
     summary = finalize_job(store, sink, job, source=open_source(job.source, client=s3))
     counts = job_counts(store, job_id)
-    failed = summary["status"] == JobStatus.FAILED
+    status = str(summary["status"])
+    errors = {"FAILED": THRESHOLD_ERROR, "BUDGET_EXCEEDED": BUDGET_ERROR}
     return {
-        "status": "FAILED" if failed else "SUCCEEDED",
-        "error": THRESHOLD_ERROR if failed else "",
+        # BUDGET_EXCEEDED: stopped at the budget with the results so far; a retry goes on.
+        "status": status if status in FINAL_OUTCOMES else "FAILED",
+        "error": errors.get(status, ""),
         "cause": str(summary.get("error") or "")[:MAX_CAUSE],
         "counts": counts,
         "failed_pct": float(summary["failed_pct"]),
@@ -305,6 +320,9 @@ def cleanup_step(
         status, error, cause = "CANCELLED", "Spotbot.JobCancelled", "The job was cancelled."
     elif outcome_status == "SUCCEEDED" and job is not None:
         status, error, cause = "SUCCEEDED", "", ""
+    elif outcome_status == "BUDGET_EXCEEDED" and job is not None:
+        status, error = "BUDGET_EXCEEDED", error or BUDGET_ERROR
+        cause = readable_cause(error, cause)
     else:
         status, cause = "FAILED", readable_cause(error, cause)
         error = error or "Spotbot.JobFailed"

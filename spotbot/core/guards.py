@@ -20,20 +20,39 @@ from spotbot.core.store import TaskStore
 #: Failures are judged only once this many assets were attempted: three broken files at the
 #: start of a large job are not a reason to stop it.
 MIN_FAILURE_SAMPLE = 200
+#: A job may set its own sample (job option `min_failure_sample`, e.g. small for a trial run).
+MIN_SAMPLE_OPTION = "min_failure_sample"
 CHECK_SECONDS = 2.0
 #: A Batch worker's CPU time is written to the job at most this often (and at its end).
 ACCOUNT_SECONDS = 30.0
 WORKER_SECONDS = "cpu_seconds."
+#: The SageMaker endpoint a cloud job used: closed periods (seconds), the open one's start,
+#: and the endpoint instance's price per hour.
+ENDPOINT_SECONDS = "endpoint_seconds"
+ENDPOINT_SINCE = "endpoint_since"
+ENDPOINT_HOUR_USD = "endpoint_hour_usd"
 
 
 def _seconds_since(stamp: str, now: float) -> float:
     return max(now - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp(), 0.0)
 
 
+def endpoint_seconds(job: Job, now: float | None = None) -> float:
+    """Seconds the job's endpoint has served it: closed periods plus the one still open."""
+    opts = job.options
+    seconds = float(opts.get(ENDPOINT_SECONDS) or 0.0)
+    since = opts.get(ENDPOINT_SINCE)
+    if since:
+        seconds += _seconds_since(str(since), now or time.time())
+    return seconds
+
+
 def spend(job: Job, now: float | None = None) -> dict[str, Any]:
     """What the job has cost so far, from what really ran: CPU-seconds of finished runs plus
-    the run in progress (its wall time x its cores), at the job's price per vCPU-hour."""
+    the run in progress (its wall time x its cores), at the job's price per vCPU-hour, and the
+    hours of the endpoint it used (cloud, endpoint mode) at the endpoint instance's price."""
     opts = job.options
+    now = now or time.time()
     # Local runs add to cpu_seconds; each Batch worker keeps its own cpu_seconds.<worker>.
     cpu_seconds = sum(
         float(v or 0.0)
@@ -42,14 +61,20 @@ def spend(job: Job, now: float | None = None) -> dict[str, Any]:
     )
     started = opts.get("run_started_at")
     if started:
-        cpu_seconds += _seconds_since(str(started), now or time.time()) * int(
-            opts.get("run_cpus") or 1
-        )
+        cpu_seconds += _seconds_since(str(started), now) * int(opts.get("run_cpus") or 1)
     price = opts.get("vcpu_hour_usd")
     out: dict[str, Any] = {"cpu_hours": round(cpu_seconds / 3600.0, 6)}
     if price is not None:
         out["usd"] = round(cpu_seconds / 3600.0 * float(price), 6)
         out["vcpu_hour_usd"] = float(price)
+    if opts.get(ENDPOINT_SINCE) or opts.get(ENDPOINT_SECONDS) is not None:
+        hours = endpoint_seconds(job, now) / 3600.0
+        out["endpoint_hours"] = round(hours, 6)
+        endpoint_price = opts.get(ENDPOINT_HOUR_USD)
+        if endpoint_price is not None:
+            out["endpoint_usd"] = round(hours * float(endpoint_price), 6)
+            out["endpoint_hour_usd"] = float(endpoint_price)
+            out["usd"] = round(float(out.get("usd") or 0.0) + out["endpoint_usd"], 6)
     if opts.get("budget_usd") is not None:
         out["budget_usd"] = float(opts["budget_usd"])
     return out
@@ -75,9 +100,14 @@ def budget_abort(budget: float, spent: float, per_asset: float, in_flight: int) 
     if projected <= budget:
         return None
     return (
-        f"budget reached: ${spent:.4f} spent, ${projected:.4f} with the work in flight,"
-        f" over the ${budget:.4f} budget"
+        f"budget reached: {_usd(spent)} spent, {_usd(projected)} with the work in flight,"
+        f" over the {_usd(budget)} budget"
     )
+
+
+def _usd(amount: float) -> str:
+    """$1.2345, and a tiny amount in significant digits ($3.2e-07), never a bare $0.0000."""
+    return f"${amount:.4f}" if amount >= 0.01 or amount == 0 else f"${amount:.2g}"
 
 
 def set_options(store: TaskStore, job_id: str, **changes: Any) -> Job:
@@ -106,6 +136,9 @@ class JobGuard:
     _last: float = field(default=float("-inf"), repr=False)
     _began: float = field(default_factory=time.monotonic, repr=False)
     _accounted: float = field(default=float("-inf"), repr=False)
+    _sample: int = field(default=0, repr=False)  # the job's sample, as last read
+    _seen: int = field(default=0, repr=False)  # the job's attempted assets at the last check
+    _mine: int = field(default=0, repr=False)  # this worker's attempted assets then
 
     def record_time(self, force: bool = False) -> None:
         """Write this worker's CPU time so far to the job (throttled unless `force`)."""
@@ -117,13 +150,21 @@ class JobGuard:
         seconds = round((now - self._began) * vcpus, 3)
         set_options(self.store, self.job_id, **{WORKER_SECONDS + name: seconds})
 
-    def __call__(self, *_: Any) -> bool:
+    def __call__(self, stats: Any = None) -> bool:
+        """`stats`: the worker's ShardStats (done, failed), if it has them. Checks run every
+        few seconds, and at once when this worker's own attempts since the last check are
+        enough to complete the job's failure sample (a fast shard must not run past it)."""
         if self.reason is not None:
             return True
         now = time.monotonic()
-        if now - self._last < self.every:
+        mine = int(stats.done + stats.failed) if stats is not None else None
+        due = now - self._last >= self.every
+        if not due and mine is not None and self._seen < self._sample:
+            due = self._seen + (mine - self._mine) >= self._sample
+        if not due:
             return False
         self._last = now
+        self._mine = mine or 0
         self.reason = self.check()
         return self.reason is not None
 
@@ -134,7 +175,9 @@ class JobGuard:
             return str(job.options["abort_reason"])
         counts = self.store.count_tasks(self.job_id)
         done, failed = counts[TaskStatus.DONE], counts[TaskStatus.FAILED]
-        reason = failure_abort(job, done, failed, self.min_sample)
+        self._sample = int(job.options.get(MIN_SAMPLE_OPTION) or self.min_sample)
+        self._seen = done + failed
+        reason = failure_abort(job, done, failed, self._sample)
         status = JobStatus.FAILED
         budget = job.options.get("budget_usd")
         spent = spend(job).get("usd")

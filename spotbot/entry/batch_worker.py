@@ -273,6 +273,11 @@ def run_worker(
         if job.cancel_requested:  # e.g. cancelled while the machine waited for the endpoint
             log.info("job was cancelled: nothing to do")
             return WorkOutcome(None, EXIT_DONE, "job was cancelled")
+        if job.options.get("abort_reason"):  # another worker stopped the job (failures, budget)
+            log.info(
+                "job stopped early: nothing to do", extra={"reason": job.options["abort_reason"]}
+            )
+            return WorkOutcome(None, EXIT_DONE, str(job.options["abort_reason"]))
         if not 0 <= params.shard < job.shards:
             raise UsageError(f"shard {params.shard} is outside the job's 0..{job.shards - 1}")
         if params.model_version and job.model_version and params.model_version != job.model_version:
@@ -291,7 +296,12 @@ def run_worker(
             store,
             job.id,
             claim_size=config.page_size,
-            account=(f"{params.shard}-{params.attempt}", params.threads or available_cpus()),
+            # A Batch child's id is unique (a retry run of the job is a new array): its time
+            # never overwrites an earlier run's of the same shard.
+            account=(
+                f"{params.batch_job_id or params.shard}-{params.attempt}",
+                params.threads or available_cpus(),
+            ),
         )
         worker = ShardWorker(
             store=store,
@@ -328,7 +338,7 @@ def _guarded(
 
     def check(stats: ShardStats) -> None:
         on_batch(stats)
-        if guard():
+        if guard(stats):
             log.warning("stopping early", extra={"reason": guard.reason})
             stop.set()
 

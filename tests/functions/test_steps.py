@@ -312,7 +312,12 @@ def test_requeue_then_retry_api(
     )
     assert response["statusCode"] == 202, response
     started = response_json(response)
-    assert started == {"job_id": "job-rq", "execution_name": "job-rq-retry1", "failed": 5}
+    assert started == {
+        "job_id": "job-rq",
+        "execution_name": "job-rq-retry1",
+        "failed": 5,
+        "untagged": 0,
+    }
     execution = aws["stepfunctions"].describe_execution(
         executionArn=api.deployment.settings.retry_state_machine_arn.replace(
             ":stateMachine:", ":execution:"

@@ -225,6 +225,12 @@ def _deploy(env: dict[str, str]) -> t.TaggingRefs:
 
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch, osmem_clone: Any) -> Iterator[Cloud]:
+    yield from deployed_cloud(monkeypatch, osmem_clone)
+
+
+def deployed_cloud(monkeypatch: pytest.MonkeyPatch, osmem_clone: Any) -> Iterator[Cloud]:
+    """The deployment in moto with its fakes installed (the body of the ``cloud`` fixture,
+    which other test modules build their own fixture from)."""
     import boto3
     from moto import mock_aws
 
