@@ -145,6 +145,7 @@ def test_sentiment_fine_tuning_improves_on_its_starting_model(tmp_path: Path, co
     assert written.extra["training_seconds"] > 0 and written.labels == ["negative", "positive"]
 
 
+@pytest.mark.slow  # a real fine-tuning run of the 12-layer encoder: ~45 s
 def test_sentiment_training_starts_from_the_shipped_e5_model(tmp_path: Path, corpus) -> None:
     from spotbot.bots.sentiment_zh import E5_FILE, SentimentZhBot
     from spotbot.core.artifacts import ModelRef
