@@ -4,9 +4,9 @@
    all cores, and writes spotbot/core/data/calibration.json: the reference machine's rate
    ("local", scaled by cores on other machines) and one row per instance type of the price
    table, scaled by vCPUs from the same measurement (the basis says so).
-2. Accuracy: runs real local jobs (`LocalRunner`, as `spotbot tag` does) over the bundled
-   samples and over a generated source of N text assets, and sets each run's wall time beside
-   the estimate made before it. Target: within 20 %.
+2. Accuracy: runs real local jobs (`spotbot tag`, a whole process) over the bundled samples
+   and over a generated source of N text assets, and sets each run's wall time beside the
+   estimate made before it. Target: within 20 %.
 
     python -m benchmarks.bench_calibration [--seconds S] [--generated N] [--no-write]
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from spotbot.core.plugins import load_bot_class
 from spotbot.core.sources import LocalSource
 from spotbot.core.steps import sample_source
 from spotbot.core.worker import available_cpus
-from spotbot.entry.local_runner import LocalRunner
+from spotbot.entry.local_runner import worker_count
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -71,21 +72,28 @@ def generated_texts(folder: Path, count: int) -> Path:
 
 
 def accuracy(bot: str, source: Path, calibration: Calibration, home: Path) -> dict[str, Any]:
-    """A real local job's wall time (create to finalize) beside the estimate made before it."""
+    """A real local job's wall time (`spotbot tag` as a user runs it, from the command to its
+    exit) beside the estimate made before it."""
     cpus = available_cpus()
-    sample = sample_source(LocalSource(source), load_bot_class(bot))
-    est = estimate_job(bot, sample, calibration, default_prices(), local_cpus=cpus)
+    cls = load_bot_class(bot)
+    sample = sample_source(LocalSource(source), cls)
+    workers = worker_count(cpus, sample.accepted, cls.batch_size)
+    est = estimate_job(
+        bot, sample, calibration, default_prices(), local_cpus=cpus, local_workers=workers
+    )
     predicted = est.compute[0].duration_seconds
-    runner = LocalRunner(home, workers=cpus)
+    cmd = [sys.executable, "-m", "spotbot", "tag", str(source), "--bot", bot, "--json"]
+    cmd += ["--home", str(home), "--out", str(home / "out"), "--workers", str(cpus)]
     began = time.perf_counter()
-    job = runner.create(bot=bot, source=str(source), output=str(home / "out"))
-    outcome = runner.run(job.id)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     actual = time.perf_counter() - began
-    assert outcome.summary is not None and outcome.summary["counts"]["done"] == sample.accepted
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["done"] == sample.accepted, summary
     return {
         "bot": bot,
         "source": source.name,
         "assets": sample.accepted,
+        "workers": workers,
         "estimated_seconds": round(predicted, 1),
         "actual_seconds": round(actual, 1),
         "error_pct": round(100 * (predicted - actual) / actual, 1),

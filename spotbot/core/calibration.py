@@ -7,10 +7,13 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 from spotbot.core.artifacts import ModelRef, ModelRegistry, resolve_model
+from spotbot.core.bot import Bot
 from spotbot.core.cost import LOCAL, Calibration, PriceBook, Throughput
 from spotbot.core.errors import AssetError, UsageError
 from spotbot.core.plugins import load_bot_class
@@ -65,22 +68,45 @@ def measure(
     min_assets: int = 16,
     model: str | None = None,
 ) -> Throughput:
-    """Load the bot's model once, then decode and tag the folder's assets in the bot's batches,
-    round after round, until `min_seconds` and `min_assets` are both reached.
-
-    Measured as the local runner works: one worker process per `threads` cores (one thread
-    each by default), so the machine's rate is one process's rate times the processes. (One
-    process with every thread is slower than that on a shared machine, and it is not what runs.)
+    """This machine's rate for a bot, measured as the local runner works: one worker process
+    per `threads` cores (one thread each by default), all started at once, each loading the
+    model and then tagging the folder's assets in the bot's batches, side by side, until
+    `min_seconds` and `min_assets` are both reached; the rate is the sum of theirs (so two
+    processes sharing a memory bus count as they run). Then a one-asset `spotbot tag` job
+    gives the job's own time (start-up, scan, finalize) beside the model load.
     """
     cls = load_bot_class(bot_name)
     assets = sample_assets(bot_name, folder)
     cpus = available_cpus()
     per_worker = max(1, min(threads or 1, cpus))
     workers = max(1, cpus // per_worker)
-    bot = cls()
     ref = resolve_model(cls, registry, model)
-    bot.load(ref, threads=per_worker)
-    load_seconds = cold_start_seconds(bot_name, ref, per_worker)
+    args = [bot_name, ref.version, str(ref.path or ""), ref.origin, str(per_worker), str(folder)]
+    runs = _side_by_side(cls.name, [*args, str(min_seconds), str(min_assets)], workers)
+    load_seconds = max(run["load"] for run in runs)
+    each = [run["tagged"] / run["seconds"] for run in runs]
+    tagged = int(sum(run["tagged"] for run in runs))
+    rate = sum(each)
+    job = one_asset_job_seconds(bot_name, assets[0], ref)
+    job_seconds = max(0.0, job - load_seconds - 1.0 / min(each))
+    return Throughput(
+        bot=cls.name,
+        instance_type=LOCAL,
+        assets_per_second=rate,
+        load_seconds=round(load_seconds, 3),
+        basis=f"measured here: {cpu_name()}, {cpus} cores as {workers} workers x {per_worker}"
+        f" thread(s) side by side, {rate / workers:.2f} assets/s each, {tagged} assets of"
+        f" {folder.name}",
+        measured_at=utcnow(),
+        vcpus=cpus,
+        workers=workers,
+        job_seconds=round(job_seconds, 3),
+    )
+
+
+def tag_rounds(bot: Bot, assets: list[tuple[str, bytes]], min_seconds: float, least: int) -> int:
+    """Decode and tag `assets` in the bot's batches, round after round, until `min_seconds`
+    have passed and at least `least` assets were tagged; the number tagged."""
     tagged = 0
     began = time.perf_counter()
     while True:
@@ -95,46 +121,87 @@ def measure(
             if decoded:  # a document or a video is tagged page by page, as the worker does
                 predict_isolated(bot.predict, decoded)
             tagged += len(batch)
-        elapsed = time.perf_counter() - began
-        if elapsed >= min_seconds and tagged >= min_assets:
-            break
-    one = tagged / elapsed
-    return Throughput(
-        bot=cls.name,
-        instance_type=LOCAL,
-        assets_per_second=one * workers,
-        load_seconds=round(load_seconds, 3),
-        basis=f"measured here: {cpu_name()}, {cpus} cores as {workers} workers x {per_worker}"
-        f" thread(s), {one:.2f} assets/s each, {tagged} assets of {folder.name}",
-        measured_at=utcnow(),
-        vcpus=cpus,
-    )
+        if time.perf_counter() - began >= min_seconds and tagged >= least:
+            return tagged
 
 
-_COLD_START = """
-import sys, time
+# One measuring worker: it starts as a spawned local worker does (the runner's imports, then
+# the model), says so, waits for the word that every worker has loaded, then tags.
+_WORKER = """
+import json, sys, time
 began = time.perf_counter()
 from pathlib import Path
 import spotbot.entry.local_runner  # what a spawned worker process imports first
 from spotbot.core.artifacts import ModelRef
+from spotbot.core.calibration import sample_assets, tag_rounds
 from spotbot.core.plugins import load_bot_class
-spec, version, path, origin, threads = sys.argv[1:]
+spec, version, path, origin, threads, folder, seconds, least = sys.argv[1:]
 bot = load_bot_class(spec)()
 bot.load(ModelRef(bot.name, version, Path(path) if path else None, origin), int(threads))
-print(time.perf_counter() - began)
+load = time.perf_counter() - began
+assets = sample_assets(spec, Path(folder))
+print(json.dumps({"load": load}), flush=True)
+sys.stdin.readline()
+began = time.perf_counter()
+tagged = tag_rounds(bot, assets, float(seconds), int(least))
+print(json.dumps({"load": load, "tagged": tagged, "seconds": time.perf_counter() - began}))
 """
 
 
-def cold_start_seconds(spec: str, ref: ModelRef, threads: int) -> float:
-    """What a new worker process spends before its first asset: the runner's imports and the
-    model load, measured in a fresh interpreter as a spawned worker starts."""
-    args = [spec, ref.version, str(ref.path or ""), ref.origin, str(threads)]
-    done = subprocess.run(
-        [sys.executable, "-c", _COLD_START, *args], capture_output=True, text=True, check=False
-    )
+def _side_by_side(bot: str, args: list[str], workers: int) -> list[dict[str, float]]:
+    """Run `workers` measuring workers at once; what each reports."""
+    with tempfile.TemporaryFile("w+") as errors:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+            for _ in range(workers)
+        ]
+        try:
+            for proc in procs:
+                _report(proc, bot, errors)  # loaded
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            return [_report(proc, bot, errors) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+
+
+def _report(proc: subprocess.Popen[str], bot: str, errors: IO[str]) -> dict[str, float]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        errors.seek(0)
+        raise UsageError(f"the {bot} model would not load: {errors.read().strip()[-300:]}")
+    return {k: float(v) for k, v in json.loads(line).items()}
+
+
+def one_asset_job_seconds(bot: str, asset: tuple[str, bytes], ref: ModelRef) -> float:
+    """The wall time of `spotbot tag` over a folder of one asset, as a user runs it."""
+    with tempfile.TemporaryDirectory(prefix="spotbot-calibrate-") as tmp:
+        folder = Path(tmp) / "one"
+        folder.mkdir()
+        (folder / PurePosixPath(asset[0]).name).write_bytes(asset[1])
+        cmd = [sys.executable, "-m", "spotbot", "tag", str(folder), "--bot", bot]
+        cmd += ["--home", str(Path(tmp) / "home"), "--out", str(Path(tmp) / "out"), "--json"]
+        if ref.path is not None:
+            cmd += ["--model", str(ref.path)]
+        began = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - began
     if done.returncode != 0:
-        raise UsageError(f"the {ref.bot} model would not load: {done.stderr.strip()[-300:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+        raise UsageError(f"a one-asset {bot} job failed: {done.stderr.strip()[-300:]}")
+    return seconds
 
 
 def priced_locally(rate: Throughput, prices: PriceBook) -> Throughput:

@@ -148,6 +148,8 @@ class Throughput:
     measured_at: str = ""
     vcpus: int | None = None
     vcpu_hour_usd: float | None = None  # what a vCPU-hour of this machine is taken to cost
+    workers: int | None = None  # the worker processes `assets_per_second` was measured with
+    job_seconds: float = 0.0  # a local job's own time: start-up, scan, finalize (not the load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ class Calibration:
                         basis=str(row.get("basis", "")),
                         measured_at=str(row.get("measured_at", "")),
                         vcpus=int(row["vcpus"]) if row.get("vcpus") is not None else None,
+                        workers=int(row["workers"]) if row.get("workers") is not None else None,
+                        job_seconds=float(row.get("job_seconds", 0.0)),
                         vcpu_hour_usd=(
                             float(row["vcpu_hour_usd"])
                             if row.get("vcpu_hour_usd") is not None
@@ -284,15 +288,21 @@ def compute_estimate(
     rate: Throughput,
     price: InstancePrice | None,
     max_instances: int = 1,
+    workers: int | None = None,
 ) -> ComputeEstimate:
     """Duration and cost of tagging `accepted` assets on up to `max_instances` instances.
 
     Each instance loads the model once; more instances than there are pages of 256 tasks
-    would idle, so the count stops there.
+    would idle, so the count stops there. `workers`: the worker processes the job will run
+    (a small local job starts fewer than the rate was measured with, and goes slower).
     """
     instances = max(1, min(max_instances, math.ceil(accepted / 256) if accepted else 1))
-    busy = accepted / rate.assets_per_second if accepted else 0.0
-    per_instance = busy / instances + (rate.load_seconds if accepted else 0.0)
+    speed = rate.assets_per_second
+    if workers and rate.workers and workers < rate.workers:
+        speed = speed * workers / rate.workers
+    busy = accepted / speed if accepted else 0.0
+    fixed = rate.load_seconds + rate.job_seconds
+    per_instance = busy / instances + (fixed if accepted else 0.0)
     hours = per_instance * instances / 3600.0
     vcpus: int | None
     if price is not None:
@@ -309,7 +319,7 @@ def compute_estimate(
         instance_type=rate.instance_type,
         vcpus=vcpus,
         instances=instances,
-        assets_per_second=round(rate.assets_per_second, 4),
+        assets_per_second=round(speed, 4),
         duration_seconds=round(per_instance, 2),
         instance_hours=round(hours, 5),
         spot_usd=_usd(spot),
@@ -345,12 +355,14 @@ def estimate_job(
     max_vcpus: int | None = None,
     local_cpus: int | None = None,
     per_asset_objects: bool = False,
+    local_workers: int | None = None,
 ) -> Estimate:
     """What tagging the sample will take and cost, on this machine and on each instance type.
 
     `max_vcpus` bounds how many instances of a type run at once (the Spot compute
     environment's limit); without it one instance is assumed. `local_cpus`: include this
-    machine's estimate (from a local calibration, else the table's reference scaled to them).
+    machine's estimate (from a local calibration, else the table's reference scaled to them),
+    run by `local_workers` worker processes (default: as many as the rate was measured with).
     """
     notes: list[str] = []
     if not sample.complete:
@@ -364,7 +376,7 @@ def estimate_job(
         if local is None:
             notes.append(f"no calibration for {bot} on this machine: run `spotbot calibrate`")
         else:
-            compute.append(compute_estimate(sample.accepted, local, None))
+            compute.append(compute_estimate(sample.accepted, local, None, workers=local_workers))
     types = list(instance_types) or calibration.instance_types(bot)
     unknown = [t for t in types if t not in prices.instances]
     if unknown:
@@ -410,7 +422,8 @@ def local_throughput(calibration: Calibration, bot: str, cpus: int) -> Throughpu
     if entry.vcpus and entry.vcpus != cpus and "measured here" not in entry.basis:
         scaled = entry.assets_per_second * cpus / entry.vcpus
         basis = f"{entry.basis}; scaled from {entry.vcpus} to {cpus} cores"
-        return replace(entry, assets_per_second=scaled, vcpus=cpus, basis=basis)
+        workers = max(1, round(entry.workers * cpus / entry.vcpus)) if entry.workers else None
+        return replace(entry, assets_per_second=scaled, vcpus=cpus, basis=basis, workers=workers)
     return entry
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,25 @@ def test_local_rate_is_scaled_by_cores_unless_measured_here() -> None:
     here = Throughput("car-model", LOCAL, 4.0, 1.0, "measured here: x", vcpus=2)
     kept = local_throughput(Calibration({("car-model", LOCAL): here}, "t"), "car-model", 8)
     assert kept is not None and kept.assets_per_second == pytest.approx(4.0)
+
+
+def test_a_small_local_job_runs_fewer_workers_and_pays_the_jobs_own_time() -> None:
+    # GIVEN a rate measured with 2 workers (10/s together), a 3 s load and 1.5 s of job time
+    rate = Throughput(
+        "car-model", LOCAL, 10.0, 3.0, "measured here: x", vcpus=2, workers=2, job_seconds=1.5
+    )
+    # WHEN a job starts both workers, or only one (a small job)
+    both = compute_estimate(100, rate, None, workers=2)
+    one = compute_estimate(100, rate, None, workers=1)
+    # THEN one worker goes at half the rate, and each pays the load and the job's own time
+    assert both.duration_seconds == pytest.approx(100 / 10 + 3.0 + 1.5)
+    assert one.duration_seconds == pytest.approx(100 / 5 + 3.0 + 1.5)
+    assert one.assets_per_second == pytest.approx(5.0)
+    # AND a reference machine's worker count scales with the cores, like its rate
+    scaled = local_throughput(
+        Calibration({("car-model", LOCAL): replace(rate, basis="r")}, "t"), "car-model", 8
+    )
+    assert scaled is not None and scaled.workers == 8 and scaled.job_seconds == 1.5
 
 
 def test_local_run_is_priced_per_vcpu_hour() -> None:

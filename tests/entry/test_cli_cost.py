@@ -106,12 +106,18 @@ def test_calibrate_writes_a_local_calibration_that_estimate_then_prefers(
     written = json.loads((home / "calibration.json").read_text())
     local = written["bots"]["words"]["local"]
     assert local["basis"].startswith("measured here") and local["vcpu_hour_usd"] > 0
-    # AND the estimate uses it for this machine
+    cores = len(os.sched_getaffinity(0))
+    # with the worker count it was measured with, the load and a one-asset job's own time
+    assert local["workers"] == cores and local["load_seconds"] > 0 and local["job_seconds"] >= 0
+    # AND the estimate uses it for this machine: six texts start one worker of them
     est = run_cli("estimate", str(folder), "--bot", WORDS, "--json", env=env)
     assert est.returncode == 0, est.stderr
     row = json.loads(est.stdout)["compute"][0]
     assert row["instance_type"] == "local"
-    assert row["assets_per_second"] == round(rate, 4)
+    assert row["assets_per_second"] == round(rate / cores, 4)
+    assert row["duration_seconds"] == pytest.approx(
+        6 / (rate / cores) + local["load_seconds"] + local["job_seconds"], abs=0.02
+    )
 
 
 def test_calibrate_without_samples_says_what_to_pass(home: Path, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from spotbot.entry.cli.common import (
     main,
     open_home,
 )
+from spotbot.entry.local_runner import worker_count
 
 
 def local_calibration(home: Home) -> Calibration:
@@ -202,6 +203,7 @@ def estimate(
         max_vcpus=max_vcpus,
         local_cpus=available_cpus(),
         per_asset_objects=per_asset_results,
+        local_workers=worker_count(available_cpus(), sample.accepted, bot_cls.batch_size),
     )
     if as_json:
         emit_json(result.to_dict())
