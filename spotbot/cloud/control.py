@@ -147,7 +147,7 @@ def job_view(
             cancel_requested=is_cancel_requested(job),
             assets_per_second=rate,
             eta_seconds=eta,
-            spend=spend(job),
+            spend=spend(job, counts=counts),
         )
     if execution is not None:
         view["execution"] = {

@@ -20,7 +20,7 @@ from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.estimate import spot_vcpu_hour_usd
 from spotbot.core.bot import Bot
 from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotError, UsageError
-from spotbot.core.guards import MIN_SAMPLE_OPTION
+from spotbot.core.guards import MIN_SAMPLE_OPTION, REQUESTS, SCAN_PAGES, s3_requests
 from spotbot.core.limits import JobLimits, plan_chunks
 from spotbot.core.records import CANCEL_REQUESTED, Job, JobStatus, utcnow
 from spotbot.core.sinks import SUMMARY_JSON
@@ -176,6 +176,7 @@ def scan_step(
     if progress.complete:
         # unless_final: cleanup may have ended the job while this slice ran (a failed branch)
         store.update_job(job_id, unless_final=True, status=JobStatus.RUNNING)
+        merge_options(store, job_id, **{SCAN_PAGES: pages_before + progress.pages})
     # Counted, not summed: a retried slice re-lists pages whose tasks already exist.
     counts = job_counts(store, job_id)
     return {
@@ -200,6 +201,10 @@ def finalize_step(
         raise JobCancelledError(f"job {job_id} was cancelled")
     if max_failure_pct is not None and max_failure_pct != job.max_failure_pct:
         job = store.update_job(job_id, max_failure_pct=float(max_failure_pct))
+    # The S3 requests the job made, for the spend in summary.json and the job's record.
+    made = s3_requests(job, job_counts(store, job_id), finalized=True)
+    if made is not None:
+        job = merge_options(store, job_id, **{REQUESTS: made})
     sink = S3Sink(job.output, client=s3)
     summary = finalize_job(store, sink, job, source=open_source(job.source, client=s3))
     counts = job_counts(store, job_id)

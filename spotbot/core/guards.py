@@ -10,10 +10,13 @@ were left; `resume` / `retry` (with a new budget) go on from there.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+from spotbot.core.cost import PriceBook, default_prices, request_cost
 from spotbot.core.records import Job, JobStatus, TaskStatus
 from spotbot.core.store import TaskStore
 
@@ -31,6 +34,12 @@ WORKER_SECONDS = "cpu_seconds."
 ENDPOINT_SECONDS = "endpoint_seconds"
 ENDPOINT_SINCE = "endpoint_since"
 ENDPOINT_HOUR_USD = "endpoint_hour_usd"
+#: S3 requests of a job over an S3 source: recorded at finalize ({"get", "put", "list"}), and
+#: the listing pages its scan read.
+REQUESTS = "requests"
+SCAN_PAGES = "scan_pages"
+#: PUTs of a job's own outputs: results.jsonl, summary.json, report.html.
+OUTPUT_PUTS = 3
 
 
 def _seconds_since(stamp: str, now: float) -> float:
@@ -47,10 +56,40 @@ def endpoint_seconds(job: Job, now: float | None = None) -> float:
     return seconds
 
 
-def spend(job: Job, now: float | None = None) -> dict[str, Any]:
+def s3_requests(
+    job: Job, counts: Mapping[str, int] | None = None, finalized: bool = False
+) -> dict[str, int] | None:
+    """The S3 requests a job over an S3 source made: a GET per attempted asset, a PUT per
+    per-asset result object (and, once `finalized`, its outputs), a LIST per listing page.
+    Without `counts`, what finalize recorded; None for other sources or before anything ran."""
+    if not job.source.startswith("s3://"):
+        return None
+    if counts is None:
+        recorded = job.options.get(REQUESTS)
+        return {k: int(v) for k, v in recorded.items()} if isinstance(recorded, dict) else None
+    done = int(counts.get("done", 0))
+    per_asset = bool(job.options.get("per_asset_results"))
+    made = {
+        "get": done + int(counts.get("failed", 0)),
+        "put": (done if per_asset else 0) + (OUTPUT_PUTS if finalized else 0),
+        "list": int(job.options.get(SCAN_PAGES) or 0),
+    }
+    return made if any(made.values()) else None
+
+
+@lru_cache(maxsize=1)
+def _request_prices() -> PriceBook:
+    return default_prices()
+
+
+def spend(
+    job: Job, now: float | None = None, counts: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """What the job has cost so far, from what really ran: CPU-seconds of finished runs plus
-    the run in progress (its wall time x its cores), at the job's price per vCPU-hour, and the
-    hours of the endpoint it used (cloud, endpoint mode) at the endpoint instance's price."""
+    the run in progress (its wall time x its cores), at the job's price per vCPU-hour; the
+    hours of the endpoint it used (cloud, endpoint mode) at the endpoint instance's price; and
+    its S3 requests (an S3 source: from `counts` {done, failed} when given, else as recorded
+    at finalize) at the shipped table's request prices."""
     opts = job.options
     now = now or time.time()
     # Local runs add to cpu_seconds; each Batch worker keeps its own cpu_seconds.<worker>.
@@ -75,6 +114,11 @@ def spend(job: Job, now: float | None = None) -> dict[str, Any]:
             out["endpoint_usd"] = round(hours * float(endpoint_price), 6)
             out["endpoint_hour_usd"] = float(endpoint_price)
             out["usd"] = round(float(out.get("usd") or 0.0) + out["endpoint_usd"], 6)
+    requests = s3_requests(job, counts)
+    if requests is not None and price is not None:
+        out["requests"] = requests
+        out["requests_usd"] = round(request_cost(requests, _request_prices()), 6)
+        out["usd"] = round(float(out.get("usd") or 0.0) + out["requests_usd"], 6)
     if opts.get("budget_usd") is not None:
         out["budget_usd"] = float(opts["budget_usd"])
     return out
@@ -180,7 +224,7 @@ class JobGuard:
         reason = failure_abort(job, done, failed, self._sample)
         status = JobStatus.FAILED
         budget = job.options.get("budget_usd")
-        spent = spend(job).get("usd")
+        spent = spend(job, counts={"done": done, "failed": failed}).get("usd")
         if reason is None and budget is not None and spent is not None:
             tagged = max(done + failed - int(job.options.get("reused") or 0), 1)
             per_asset = float(spent) / tagged

@@ -183,3 +183,87 @@ def test_an_inventory_of_a_bucket_not_allowed_is_refused(
     with pytest.raises(Exception) as caught:
         init.lambda_handler(init_event("job-foreign", source=manifest), lambda_context)
     assert type(caught.value).__name__ == "BucketNotAllowedError"
+
+
+def test_the_endpoint_hours_count_in_the_spend_until_cleanup_deletes_it(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from spotbot.core import envnames
+    from tests.functions.test_endpoint import cleanup_event
+    from tests.functions.test_steps import put_assets
+
+    # GIVEN a stack whose price table says an hour of its endpoint type costs $0.50
+    monkeypatch.setenv(envnames.INSTANCE_PRICES, json.dumps({"ml.m5.large": {"on_demand": 0.5}}))
+    put_assets(aws["s3"], ["a.jpg"])
+    plan = load_handler("init").lambda_handler(
+        init_event("job-eh", inference="endpoint"), lambda_context
+    )
+    api = load_handler("api")
+
+    def shown() -> dict[str, Any]:
+        view = api.lambda_handler(api_event("v1", "GET", "/jobs/job-eh"), lambda_context)
+        return dict(response_json(view)["spend"])
+
+    assert "endpoint_hours" not in shown()  # no endpoint yet, nothing to count
+    # WHEN the endpoint step creates the job's endpoint, and two hours pass (the recorded start
+    # is moved back: moto's endpoints come up at once and tests do not wait for hours)
+    event = {k: plan[k] for k in ("job_id", "bot", "model_version")}
+    assert load_handler("endpoint").lambda_handler(event, lambda_context)["created"] is True
+    job = store.get_job("job-eh")
+    assert job.options["endpoint_hour_usd"] == 0.5
+    started = datetime.fromisoformat(job.options["endpoint_since"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - started).total_seconds()) < 60
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    store.update_job("job-eh", options={**job.options, "endpoint_since": two_hours_ago})
+    # THEN GET /jobs/{id} counts them: two endpoint hours, $1.00 of the job's spend
+    spend = shown()
+    assert spend["endpoint_hours"] == pytest.approx(2.0, abs=0.01)
+    assert spend["endpoint_usd"] == pytest.approx(1.0, abs=0.01)
+    assert spend["endpoint_hour_usd"] == 0.5 and spend["usd"] >= spend["endpoint_usd"]
+    # WHEN the job's cleanup deletes the endpoint
+    out = load_handler("cleanup").lambda_handler(cleanup_event("job-eh"), lambda_context)
+    assert out["endpoint_deleted"] is True
+    # THEN the hours stop there: the same figure now and later
+    closed = shown()
+    assert closed["endpoint_hours"] == pytest.approx(2.0, abs=0.01)
+    assert store.get_job("job-eh").options.get("endpoint_since") is None
+    assert store.get_job("job-eh").options["endpoint_seconds"] == pytest.approx(7200, abs=60)
+    assert shown()["endpoint_hours"] == closed["endpoint_hours"]
+    # and a retried cleanup does not count them twice
+    load_handler("cleanup").lambda_handler(cleanup_event("job-eh"), lambda_context)
+    assert shown()["endpoint_hours"] == closed["endpoint_hours"]
+
+
+def test_a_reused_endpoint_counts_from_when_the_job_took_it_and_stops_at_its_cleanup(
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+    aws: dict[str, Any],
+    store: Any,
+) -> None:
+    from tests.functions.test_endpoint import cleanup_event
+    from tests.functions.test_steps import put_assets
+
+    # GIVEN two jobs of the same bot and model: A creates the endpoint, B reuses it
+    put_assets(aws["s3"], ["a.jpg"])
+    init, endpoint = load_handler("init"), load_handler("endpoint")
+    for job_id in ("job-ra", "job-rb"):
+        plan = init.lambda_handler(init_event(job_id, inference="endpoint"), lambda_context)
+        endpoint.lambda_handler(
+            {k: plan[k] for k in ("job_id", "bot", "model_version")}, lambda_context
+        )
+    # WHEN A finishes first (the endpoint stays for B)
+    out = load_handler("cleanup").lambda_handler(cleanup_event("job-ra"), lambda_context)
+    assert out["endpoint_deleted"] is False
+    # THEN A's endpoint time is closed, B's still runs, both priced at the shipped table's
+    # ml.m5.large hour
+    a, b = store.get_job("job-ra").options, store.get_job("job-rb").options
+    assert a.get("endpoint_since") is None and a["endpoint_seconds"] >= 0
+    assert b["endpoint_since"] and b.get("endpoint_seconds") is None
+    assert a["endpoint_hour_usd"] == b["endpoint_hour_usd"] == 0.115

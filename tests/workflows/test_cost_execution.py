@@ -101,6 +101,11 @@ def test_a_budget_stops_the_job_part_way_and_a_retry_with_a_new_budget_finishes_
     assert spend["budget_usd"] == 1e-9 and spend["usd"] > spend["budget_usd"]
     assert spend["cpu_hours"] > 0 and spend["endpoint_hours"] > 0
     assert spend["endpoint_hour_usd"] == 0.115  # ml.m5.large, the shipped hosting table
+    # and the S3 requests: a GET per asset read, a PUT per result object and per output, one
+    # listing page
+    assert spend["requests"] == {"get": done, "put": done + 3, "list": 1}
+    expected = (done * 0.0004 + (done + 3) * 0.005 + 0.005) / 1000
+    assert spend["requests_usd"] == pytest.approx(expected, abs=1e-6) and expected > 0
 
     # WHEN the user retries it through the API with a new budget
     first_runs = len(cloud.workers.runs)
