@@ -198,6 +198,29 @@ class JobSummary(BaseModel):
     finished_at: str | None = None
 
 
+class S3Requests(BaseModel):
+    get: int = 0
+    put: int = 0
+    list: int = 0
+
+
+class SpendView(BaseModel):
+    """Spend from what really ran: the workers' instance time, the endpoint's hours and the
+    S3 requests, in USD at the stack's prices."""
+
+    cpu_hours: float = Field(description="the Batch workers' vCPU-hours")
+    usd: float | None = Field(default=None, description="the total so far")
+    vcpu_hour_usd: float | None = Field(default=None, description="the Spot price of a vCPU-hour")
+    endpoint_hours: float | None = Field(default=None, description="the job's endpoint's hours")
+    endpoint_usd: float | None = None
+    endpoint_hour_usd: float | None = Field(
+        default=None, description="the endpoint instance's price per hour"
+    )
+    requests: S3Requests | None = Field(default=None, description="S3 requests made")
+    requests_usd: float | None = None
+    budget_usd: float | None = None
+
+
 class JobView(BaseModel):
     job_id: str
     status: str
@@ -217,10 +240,7 @@ class JobView(BaseModel):
     cancel_requested: bool = False
     assets_per_second: float | None = None
     eta_seconds: float | None = None
-    spend: dict[str, float] | None = Field(
-        default=None,
-        description="spend so far: cpu_hours, usd (at vcpu_hour_usd), budget_usd if any",
-    )
+    spend: SpendView | None = Field(default=None, description="what the job has cost so far")
     execution: ExecutionView | None = None
 
 

@@ -157,3 +157,34 @@ def test_register_and_unregister_a_custom_bot(api_url: str, aws: dict[str, Any])
     removed = _cli(api_url, "unregister", "leaf-id")
     assert removed.exit_code == 0 and "bot leaf-id removed" in removed.stdout
     assert _cli(api_url, "unregister", "leaf-id").exit_code == 2
+
+
+def test_a_job_stopped_at_its_budget_ends_watch_shows_its_spend_and_retries_with_a_new_one(
+    api_url: str,
+    aws: dict[str, Any],
+    store: Any,
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: Any,
+) -> None:
+    from spotbot.core.guards import set_options
+
+    # GIVEN a job whose workers stopped at its budget before tagging anything, then finalized
+    put_assets(aws["s3"], [f"p{i}.jpg" for i in range(6)])
+    load_handler("init").lambda_handler(init_event("job-b", budget_usd=0.01), lambda_context)
+    load_handler("scan").lambda_handler({"job_id": "job-b"}, lambda_context)
+    set_options(store, "job-b", abort_reason="budget reached", abort_status="BUDGET_EXCEEDED")
+    load_handler("finalize").lambda_handler({"job_id": "job-b", "workers": []}, lambda_context)
+    # WHEN the user watches it THEN watch ends (exit 1) with the status and the spend
+    watched = _cli(api_url, "watch", "job-b", "--interval", "0.1")
+    assert watched.exit_code == 1, watched.output
+    assert "job job-b: BUDGET_EXCEEDED - done 0" in watched.output
+    assert "spend $0.0000 of $0.01" in watched.output
+    # WHEN the user retries it with a new budget THEN the untagged assets go again with it
+    retried = _cli(api_url, "retry", "job-b", "--budget-usd", "5")
+    assert retried.exit_code == 0, retried.output
+    assert "job job-b: retrying 0 failed assets and 6 untagged ones" in retried.output
+    (execution,) = aws["stepfunctions"].list_executions(
+        stateMachineArn="arn:aws:states:us-east-1:123456789012:stateMachine:spotbot-retry"
+    )["executions"]
+    started = aws["stepfunctions"].describe_execution(executionArn=execution["executionArn"])
+    assert json.loads(started["input"]) == {"job_id": "job-b", "budget_usd": 5.0}

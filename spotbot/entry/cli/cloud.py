@@ -20,7 +20,7 @@ from spotbot.core.sources import parse_s3_uri
 from spotbot.entry.cli.common import EXIT_JOB_FAILED, emit_json, guarded, json_option, main
 
 API_URL_ENV = "SPOTBOT_API_URL"
-FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED")
 
 
 @main.group()
@@ -58,6 +58,12 @@ def _status_line(job: dict[str, Any]) -> str:
     rate = job.get("assets_per_second")
     eta = job.get("eta_seconds")
     extra = (f", {rate:.1f} assets/s" if rate else "") + (f", ETA {eta:.0f}s" if eta else "")
+    spend = job.get("spend") or {}
+    if spend.get("usd") is not None:
+        hours = spend.get("endpoint_hours")
+        extra += f", spend ${spend['usd']:.4f}" + (f" ({hours:.2f} endpoint h)" if hours else "")
+        if spend.get("budget_usd") is not None:
+            extra += f" of ${spend['budget_usd']:.2f}"
     return f"job {job['job_id']}: {job['status']} - " + (", ".join(parts) or "no tasks yet") + extra
 
 
@@ -70,6 +76,13 @@ def _status_line(job: dict[str, Any]) -> str:
 @click.option("--inference", type=click.Choice(["in-container", "endpoint"]), default=None)
 @click.option("--max-failures", "max_failure_pct", type=click.FloatRange(0, 100), default=None)
 @click.option("--client-token", default=None, help="The same token never starts a second job.")
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop claiming before the spend (workers, endpoint hours, requests) would pass this.",
+)
+@click.option("--only-new", is_flag=True, default=None, help="Reuse results of unchanged assets.")
 @json_option
 @click.pass_context
 @guarded
@@ -167,14 +180,30 @@ def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @cloud.command()
 @click.argument("job_id")
 @click.option("--max-failures", "max_failure_pct", type=click.FloatRange(0, 100), default=None)
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="A new budget (a job that stopped at its budget goes on).",
+)
 @json_option
 @click.pass_context
 @guarded
-def retry(ctx: click.Context, job_id: str, max_failure_pct: float | None, as_json: bool) -> None:
-    """Run a finished job's FAILED assets again."""
-    body = {"max_failure_pct": max_failure_pct} if max_failure_pct is not None else {}
+def retry(
+    ctx: click.Context,
+    job_id: str,
+    max_failure_pct: float | None,
+    budget_usd: float | None,
+    as_json: bool,
+) -> None:
+    """Run a finished job's FAILED assets again, and those it never tagged (stopped early)."""
+    given = {"max_failure_pct": max_failure_pct, "budget_usd": budget_usd}
+    body = {k: v for k, v in given.items() if v is not None}
     answer = _client(ctx).call("POST", f"/jobs/{job_id}/retry", body)
-    _show(answer, as_json, f"job {job_id}: retrying {answer.get('failed')} failed assets")
+    line = f"job {job_id}: retrying {answer.get('failed')} failed assets"
+    if answer.get("untagged"):
+        line += f" and {answer['untagged']} untagged ones"
+    _show(answer, as_json, line)
 
 
 @cloud.command()
