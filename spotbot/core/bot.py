@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from spotbot.core.artifacts import ModelManifest, ModelRef
-from spotbot.core.documents import open_pdf, open_tiff
 from spotbot.core.errors import AssetError, ModelError
 from spotbot.core.parts import (
     PDF,
@@ -22,7 +21,6 @@ from spotbot.core.parts import (
     key_suffix,
     tag_parts,
 )
-from spotbot.core.video import open_video
 
 # What predict returns per asset: {"tags": [{"label", "score", ...}, ...], **bot_specific_fields}
 Prediction = dict[str, Any]
@@ -42,11 +40,19 @@ def open_parts(
     limits = limits or PartLimits.from_env()
     if not data:
         raise AssetError("empty file (0 bytes)")
+    # Imported here: their libraries (numpy, the PDF and video decoders) are loaded by the
+    # processes that open containers, not by every process that imports a bot.
     if container == PDF:
+        from spotbot.core.documents import open_pdf
+
         return open_pdf(data, key, side, images, texts, limits)
     if container == TIFF:
+        from spotbot.core.documents import open_tiff
+
         return open_tiff(data, key, side, limits)
     if container == VIDEO:
+        from spotbot.core.video import open_video
+
         return open_video(data, key, side, limits)
     raise AssetError(f"unknown container {container!r}")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 from importlib.metadata import entry_points
 
 from spotbot.core.bot import Bot
@@ -13,7 +15,15 @@ ENTRY_POINT_GROUP = "spotbot.bots"
 
 def available_bots() -> dict[str, str]:
     """Bot name -> import spec ("module:Class") for every installed bot, without importing them."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return dict(_installed_bots(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _installed_bots(path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Finding entry points reads every installed distribution's metadata (a tenth of a second
+    # in a large environment), and one run looks its bot up several times: once per set of
+    # import paths (a distribution installed on a new path is found).
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
 def load_bot_class(spec: str) -> type[Bot]:

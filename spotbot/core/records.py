@@ -69,6 +69,9 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+# json.dumps(..., ensure_ascii=False) builds an encoder per call: one, made once, writes lines.
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 #: The result field naming the job whose result an only-new job carried over.
 REUSED_FROM = "reused_from"
 
@@ -221,9 +224,13 @@ class Result:
         record["error"] = self.error
         return record
 
+    def to_json(self) -> str:
+        """The record as the text of one line of results.jsonl."""
+        return _LINE_ENCODER.encode(self.to_record())
+
     def to_line(self) -> bytes:
         """The record as one line of results.jsonl (what the stores keep, byte for byte)."""
-        return json.dumps(self.to_record(), ensure_ascii=False).encode()
+        return self.to_json().encode()
 
     @classmethod
     def from_record(cls, job_id: str, record: dict[str, Any]) -> Result:

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spotbot.core.bot import first_part
 from spotbot.core.errors import AssetError
-from spotbot.core.parts import PDF, TIFF, VIDEO, container_of, key_suffix
+from spotbot.core.parts import PDF, TIFF, VIDEO, container_extensions, container_of, key_suffix
 from spotbot.core.records import Job, Result, TaskStatus
 from spotbot.core.sinks import ResultSink
 from spotbot.core.sources import Source
@@ -78,7 +78,7 @@ class ReportData:
 
     statuses: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
-    finished: list[float] = field(default_factory=list)
+    finished: Counter[float] = field(default_factory=Counter)  # epoch seconds -> results
     thumbs: list[Result] = field(default_factory=list)
     failures: list[Result] = field(default_factory=list)
     rows: list[Result] = field(default_factory=list)
@@ -86,35 +86,76 @@ class ReportData:
     rows_seen: int = 0
 
 
+class ReportCollector:
+    """Takes a job's results one at a time (as Results, or as the stored records that
+    results.jsonl holds) and keeps what the report shows.
+
+    Memory stays flat however many results pass: counters, one entry per distinct finishing
+    time (a worker records a batch at once), and fixed-size samples; a sampled record becomes
+    a Result only at the end.
+    """
+
+    def __init__(self, job_id: str, thumb_ok: Callable[[str], bool]):
+        self.job_id = job_id
+        rng = random.Random(job_id)
+        self._thumbs = _Reservoir(THUMBNAILS, rng)
+        self._fails = _Reservoir(FAILURES, rng)
+        self._rows = _Reservoir(ROWS, rng)
+        self._thumb_ok = thumb_ok
+        self._stamps: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
+
+    def add(self, result: Result) -> None:
+        self._add(result.key, str(result.status), result.tags, result.finished_at, result)
+
+    def add_record(self, record: dict[str, Any], finished_at: str | None) -> None:
+        """A stored record (a parsed line of results.jsonl) and when the store recorded it."""
+        tags = record.get("tags") or []
+        self._add(record["key"], record["status"], tags, finished_at, (record, finished_at))
+
+    def _add(
+        self, key: str, status: str, tags: list[Any], finished_at: str | None, item: Any
+    ) -> None:
+        self.statuses[status] += 1
+        self._rows.offer(item)
+        if finished_at:
+            self._stamps[finished_at] += 1
+        if status == TaskStatus.FAILED:
+            self._fails.offer(item)
+        elif status == TaskStatus.DONE:
+            self.labels.update({str(t.get("label", "")) for t in tags if t.get("label")})
+            if self._thumb_ok(key):
+                self._thumbs.offer(item)
+
+    def _result(self, item: Result | tuple[dict[str, Any], str | None]) -> Result:
+        if isinstance(item, Result):
+            return item
+        record, finished_at = item
+        result = Result.from_record(self.job_id, record)
+        result.finished_at = finished_at
+        return result
+
+    def data(self) -> ReportData:
+        data = ReportData(statuses=self.statuses, labels=self.labels)
+        for stamp, n in self._stamps.items():
+            epoch = _epoch(stamp)
+            if epoch is not None:
+                data.finished[epoch] += n
+        key = lambda r: r.key  # noqa: E731
+        data.thumbs, data.failures, data.rows = (
+            sorted(map(self._result, reservoir.items), key=key)
+            for reservoir in (self._thumbs, self._fails, self._rows)
+        )
+        data.failures_seen, data.rows_seen = self._fails.seen, self._rows.seen
+        return data
+
+
 def collect(results: Iterable[Result], seed: str, thumb_ok: Callable[[str], bool]) -> ReportData:
-    rng = random.Random(seed)
-    thumbs, fails, rows = (
-        _Reservoir(THUMBNAILS, rng),
-        _Reservoir(FAILURES, rng),
-        _Reservoir(ROWS, rng),
-    )
-    data = ReportData()
+    collector = ReportCollector(seed, thumb_ok)
     for result in results:
-        data.statuses[str(result.status)] += 1
-        rows.offer(result)
-        if result.finished_at:
-            stamp = _epoch(result.finished_at)
-            if stamp is not None:
-                data.finished.append(stamp)
-        if result.status == TaskStatus.FAILED:
-            fails.offer(result)
-        elif result.status == TaskStatus.DONE:
-            data.labels.update({str(t.get("label", "")) for t in result.tags if t.get("label")})
-            if thumb_ok(result.key):
-                thumbs.offer(result)
-    key = lambda r: r.key  # noqa: E731
-    data.thumbs, data.failures, data.rows = (
-        sorted(thumbs.items, key=key),
-        sorted(fails.items, key=key),
-        sorted(rows.items, key=key),
-    )
-    data.failures_seen, data.rows_seen = fails.seen, rows.seen
-    return data
+        collector.add(result)
+    return collector.data()
 
 
 def _epoch(stamp: str) -> float | None:
@@ -125,12 +166,12 @@ def _epoch(stamp: str) -> float | None:
 
 
 ALL_CONTAINERS = frozenset({PDF, TIFF, VIDEO})
+_PREVIEWABLE = IMAGE_SUFFIXES | container_extensions(ALL_CONTAINERS)
 
 
 def is_previewable(key: str) -> bool:
     """An image, or a document or video whose first page or frame can stand for it."""
-    suffix = key_suffix(key)
-    return suffix in IMAGE_SUFFIXES or container_of(key, ALL_CONTAINERS) is not None
+    return key_suffix(key) in _PREVIEWABLE
 
 
 def default_preview(data: bytes, key: str) -> tuple[Image.Image, dict[str, Any]] | None:
@@ -252,18 +293,18 @@ def _histogram_svg(labels: Counter[str]) -> str:
     )
 
 
-def _throughput_svg(stamps: list[float]) -> str:
+def _throughput_svg(finished: Counter[float]) -> str:
     """Assets finished over time, cumulative (workers record a batch at a time, so a rate per
     instant is all spikes; the slope of this line is the throughput)."""
-    if len(stamps) < 2:
+    total = sum(finished.values())
+    if total < 2:
         return '<p class="muted">Not enough timed results to chart.</p>'
-    stamps = sorted(stamps)
-    start, end = stamps[0], stamps[-1]
+    start, end = min(finished), max(finished)
     span = max(end - start, 1.0)
     bins = [0] * THROUGHPUT_BINS
-    for stamp in stamps:
-        bins[min(THROUGHPUT_BINS - 1, int((stamp - start) / span * THROUGHPUT_BINS))] += 1
-    w, h, total = 600, 160, len(stamps)
+    for stamp, n in finished.items():
+        bins[min(THROUGHPUT_BINS - 1, int((stamp - start) / span * THROUGHPUT_BINS))] += n
+    w, h = 600, 160
     points, done = [f"0,{h}"], 0
     for i, n in enumerate(bins):
         done += n
@@ -331,13 +372,14 @@ document.querySelectorAll('.pager').forEach(function (nav) {
 def render_report(
     job: Job,
     summary: dict[str, Any],
-    results: Iterable[Result],
+    results: Iterable[Result] | ReportData,
     read: AssetReader | None = None,
     preview: Previewer = default_preview,
     previewable: Callable[[str], bool] | None = None,
     max_bytes: int = MAX_REPORT_BYTES,
 ) -> bytes:
-    """The report's HTML (UTF-8) for a job, from its summary and a stream of its results.
+    """The report's HTML (UTF-8) for a job, from its summary and a stream of its results (or
+    what a ReportCollector kept of them: thumbnails are then sampled where its thumb_ok said).
 
     `read` gives an asset's bytes for its thumbnail; `preview` turns them into an image (and
     the page whose boxes to draw), for the keys `previewable` says it can.
@@ -345,7 +387,11 @@ def render_report(
     if previewable is None:
         previewable = is_previewable
 
-    data = collect(results, seed=job.id, thumb_ok=lambda key: read is not None and previewable(key))
+    if isinstance(results, ReportData):
+        data = results
+    else:
+        ok = previewable
+        data = collect(results, seed=job.id, thumb_ok=lambda key: read is not None and ok(key))
     cards: list[str] = []
     used = 0
     if read is not None:
@@ -444,15 +490,30 @@ def write_report(
     summary: dict[str, Any],
     source: Source | None = None,
     max_asset_bytes: int | None = None,
+    collected: ReportCollector | None = None,
 ) -> str:
-    """Render the job's report from the store (thumbnails from the source) into the output."""
+    """Render the job's report into the output, from what `collected` took in on a pass over
+    the results made anyway (finalize's, writing results.jsonl), else from the store;
+    thumbnails are read from the source."""
     read: AssetReader | None = None
     if source is not None:
         cap = max_asset_bytes or job.opts.max_asset_bytes or DEFAULT_REPORT_ASSET_BYTES
         read = lambda key: source.read(key, cap)  # noqa: E731
-    page = render_report(job, summary, store.iter_results(job.id), read=read)
+    results: Iterable[Result] | ReportData = (
+        collected.data() if collected is not None else store.iter_results(job.id)
+    )
+    page = render_report(job, summary, results, read=read)
     sink.put(job.id, REPORT_HTML, page, "text/html; charset=utf-8")
     return sink.location(job.id, REPORT_HTML)
+
+
+def report_collector(job: Job, source: Source | None) -> ReportCollector:
+    """A collector for `write_report(..., collected=)`: thumbnails where a source can be read."""
+    return ReportCollector(job.id, thumb_ok=is_previewable if source is not None else _never)
+
+
+def _never(key: str) -> bool:
+    return False
 
 
 def stored_summary(store: TaskStore, sink: ResultSink, job: Job) -> dict[str, Any]:

@@ -175,6 +175,13 @@ class LocalSource(Source):
         """The file for a key, refusing keys that would escape the root."""
         return Path(self._locate(key)[0])
 
+    def _plain(self, key: str) -> str:
+        """The file for a key in its resolved folder (inside the root), not yet checked."""
+        parts = [p for p in key.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise AssetError(f"invalid asset key: {key!r}")
+        return os.path.join(self._real_folder(tuple(parts[:-1])), parts[-1])
+
     def _locate(self, key: str) -> tuple[str, bool]:
         """The file for a key and whether it may be opened without following a link.
 
@@ -182,10 +189,7 @@ class LocalSource(Source):
         inside the root with no resolve of its own, and is opened with O_NOFOLLOW, so a link
         swapped in after this check cannot lead out. A symlinked file is resolved in full.
         """
-        parts = [p for p in key.split("/") if p not in ("", ".")]
-        if not parts or ".." in parts:
-            raise AssetError(f"invalid asset key: {key!r}")
-        plain = os.path.join(self._real_folder(tuple(parts[:-1])), parts[-1])
+        plain = self._plain(key)
         try:
             st = os.lstat(plain)
         except FileNotFoundError:
@@ -194,7 +198,7 @@ class LocalSource(Source):
             raise AssetError(f"cannot read: {exc.strerror or exc}") from None
         if not stat.S_ISLNK(st.st_mode):
             return plain, True
-        path = self.root.joinpath(*parts)
+        path = self.root.joinpath(*[p for p in key.split("/") if p not in ("", ".")])
         try:
             real = path.resolve(strict=True)
         except FileNotFoundError:
@@ -224,27 +228,34 @@ class LocalSource(Source):
         return str(real)
 
     def read(self, key: str, max_bytes: int) -> bytes:
-        path, plain = self._locate(key)
+        # Non-blocking, so a FIFO or a device swapped in after the scan cannot hang the
+        # worker at open(); only a regular file is read, and a regular file's reads ignore
+        # O_NONBLOCK. The file itself is opened without following a link: a symlink (ELOOP)
+        # takes the checked way, resolved in full.
+        flags = os.O_RDONLY | os.O_NONBLOCK | _O_CLOEXEC
         try:
-            # Non-blocking, so a FIFO or a device swapped in after the scan cannot hang the
-            # worker at open(); only a regular file is read.
-            flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-            fd = os.open(path, flags | (getattr(os, "O_NOFOLLOW", 0) if plain else 0))
-            with os.fdopen(fd, "rb") as fh:
-                st = os.fstat(fh.fileno())
+            try:
+                fd = os.open(self._plain(key), flags | _O_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.EMLINK):
+                    raise
+                path, plain = self._locate(key)
+                fd = os.open(path, flags | (_O_NOFOLLOW if plain else 0))
+            try:
+                st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode):
                     raise AssetError("cannot read: it is a folder, not a file")
                 if not stat.S_ISREG(st.st_mode):
                     raise AssetError(f"cannot read: not a regular file ({_file_kind(st.st_mode)})")
-                os.set_blocking(fd, True)
                 if st.st_size > max_bytes:
                     raise too_large(st.st_size, max_bytes)
-                # Ask for the file's size (+1 to see it grew), not for the cap: a buffered
-                # read allocates the whole amount asked for, 50 MB per one-byte file.
-                want = min(st.st_size, max_bytes) + 1
-                data = fh.read(want)
-                if len(data) == want <= max_bytes:  # it grew since fstat: read on to the cap
-                    data += fh.read(max_bytes + 1 - len(data))
+                # Ask for the file's size (+1 to see it grew), not for the cap; a file that
+                # grew since fstat is read on to the cap (+1, to tell it is over).
+                data = _read_upto(fd, st.st_size + 1)
+                if len(data) == st.st_size + 1 <= max_bytes:
+                    data += _read_upto(fd, max_bytes + 1 - len(data))
+            finally:
+                os.close(fd)
         except IsADirectoryError:
             raise AssetError("cannot read: it is a folder, not a file") from None
         except PermissionError:
@@ -256,6 +267,22 @@ class LocalSource(Source):
         if len(data) > max_bytes:
             raise too_large(len(data), max_bytes)
         return data
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _read_upto(fd: int, size: int) -> bytes:
+    """Up to `size` bytes of a file, fewer only at its end (one read may return less)."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _file_kind(mode: int) -> str:

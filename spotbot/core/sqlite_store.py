@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TEXT NOT NULL,
     fingerprint TEXT
 );
-CREATE INDEX IF NOT EXISTS tasks_claim ON tasks (job_id, shard, status);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (job_id, status);
 CREATE VIRTUAL TABLE IF NOT EXISTS results_fts USING fts5 (
     labels, text, key, tokenize = 'unicode61 remove_diacritics 2'
@@ -81,7 +80,7 @@ def damaged_message(path: Path, exc: Exception) -> str:
 
 
 def cjk_tokens(text: str) -> str:
-    return _CJK.sub(r" \1 ", text)
+    return text if text.isascii() else _CJK.sub(r" \1 ", text)
 
 
 def fts_query(query: str) -> str:
@@ -114,6 +113,7 @@ class SqliteTaskStore(TaskStore):
         self._lock = threading.RLock()
         self._timeout = timeout
         self._writers = _writer_lock(self.path)
+        self._rowids: dict[str, int] = {}  # task id -> row, for the tasks this store claimed
         if self.path.exists() and self.path.stat().st_size == 0:
             # SQLite would take an empty file for a new store, and every job it held would
             # vanish without a word: say so (the new store starts empty).
@@ -146,8 +146,20 @@ class SqliteTaskStore(TaskStore):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if "fingerprint" not in columns:
             self._db.execute("ALTER TABLE tasks ADD COLUMN fingerprint TEXT")
-        # Only-new jobs look assets up by key across jobs.
-        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_reuse ON tasks (key, status)")
+        # Each status change of a task rewrites every index entry that holds its status. Claims
+        # look up PENDING tasks only (a partial index that a task leaves once, at its claim) and
+        # only-new jobs look assets up by key (whatever the status): two entries fewer to move
+        # per change than the (job_id, shard, status) and (key, status) indexes of before.
+        self._db.execute("DROP INDEX IF EXISTS tasks_claim")
+        self._db.execute("DROP INDEX IF EXISTS tasks_reuse")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS tasks_pending ON tasks (job_id, shard)"
+            " WHERE status = 'PENDING'"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_key ON tasks (key)")
+        # A job's finished tasks are read in key order (results.jsonl, the report, export):
+        # a walk along this index, where a sort of the job's rows per page was quadratic.
+        self._db.execute("CREATE INDEX IF NOT EXISTS tasks_job_key ON tasks (job_id, key)")
 
     def _fault(self, exc: sqlite3.Error) -> SpotbotError:
         if _is_environmental(exc):
@@ -315,7 +327,7 @@ class SqliteTaskStore(TaskStore):
                 "UPDATE tasks SET status = 'RUNNING', worker = ?,"
                 " updated_at = ? WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?"
                 " AND shard = ? AND status = 'PENDING' ORDER BY rowid LIMIT ?)"
-                " RETURNING key, shard, size, attempts",
+                " RETURNING key, shard, size, attempts, rowid",
                 (worker, utcnow(), job_id, shard, limit),
             ).fetchall()
         return self._claimed(job_id, worker, rows)
@@ -335,34 +347,57 @@ class SqliteTaskStore(TaskStore):
                 "UPDATE tasks SET status = 'RUNNING', worker = ?,"
                 " updated_at = ? WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?"
                 " AND shard = ? AND status = 'PENDING' ORDER BY rowid DESC LIMIT ?)"
-                " RETURNING key, shard, size, attempts",
+                " RETURNING key, shard, size, attempts, rowid",
                 (worker, utcnow(), job_id, victim[0], limit),
             ).fetchall()
         return self._claimed(job_id, worker, rows)
 
-    @staticmethod
-    def _claimed(job_id: str, worker: str, rows: Sequence[Any]) -> list[Task]:
-        tasks = [
-            Task(
+    def _claimed(self, job_id: str, worker: str, rows: Sequence[Any]) -> list[Task]:
+        tasks = []
+        for key, shard, size, attempts, rowid in rows:
+            task = Task(
                 job_id=job_id,
-                key=r[0],
-                shard=r[1],
-                size=r[2],
+                key=key,
+                shard=shard,
+                size=size,
                 status=TaskStatus.RUNNING,
-                attempts=r[3],
+                attempts=attempts,
                 worker=worker,
             )
-            for r in rows
-        ]
+            self._rowids[task.id] = rowid
+            tasks.append(task)
         tasks.sort(key=lambda t: t.key)
         return tasks
+
+    def _known_rowids(self, task_ids: Sequence[str]) -> list[int] | None:
+        """The rows of tasks this store claimed (None unless every one is known): a write by
+        rowid skips a lookup per task in the index of ids, whose order is random."""
+        rowids = self._rowids
+        try:
+            return [rowids[tid] for tid in task_ids]
+        except KeyError:
+            return None
+
+    def _forget(self, task_ids: Sequence[str]) -> None:
+        for tid in task_ids:
+            self._rowids.pop(tid, None)
 
     def begin_attempt(self, job_id: str, task_ids: Sequence[str]) -> None:
         with self._tx() as db:
             self._begin(db, job_id, task_ids)
 
-    @staticmethod
-    def _begin(db: sqlite3.Connection, job_id: str, task_ids: Sequence[str]) -> None:
+    def _begin(self, db: sqlite3.Connection, job_id: str, task_ids: Sequence[str]) -> None:
+        if not task_ids:
+            return
+        rowids = self._known_rowids(task_ids)
+        if rowids is not None:
+            # Row ids are integers this store read itself: inlined, one statement for all.
+            db.execute(
+                "UPDATE tasks SET attempts = attempts + 1 WHERE rowid IN"
+                f" ({','.join(map(str, rowids))}) AND job_id = ? AND status = 'RUNNING'",
+                (job_id,),
+            )
+            return
         db.executemany(
             "UPDATE tasks SET attempts = attempts + 1 WHERE id = ? AND job_id = ?"
             " AND status = 'RUNNING'",
@@ -377,7 +412,9 @@ class SqliteTaskStore(TaskStore):
                 " WHERE id = ? AND job_id = ? AND status = 'RUNNING'",
                 [(tid, job_id) for tid in task_ids],
             )
-            return db.total_changes - before
+            released = db.total_changes - before
+        self._forget(task_ids)
+        return released
 
     def complete_tasks(self, results: Sequence[Result]) -> None:
         self.complete_and_begin(results, "", ())
@@ -391,24 +428,35 @@ class SqliteTaskStore(TaskStore):
         # Everything that needs no lock is computed before the transaction: ids, the stored
         # JSON and the search tokens (the write lock is held only for the writes).
         ids = [r.task_id for r in results]
-        records = [r.to_line().decode() for r in results]
+        records = [r.to_json() for r in results]
         tokens = [
             (cjk_tokens(" ".join(r.labels)), cjk_tokens(r.text), cjk_tokens(r.key))
             if r.status == TaskStatus.DONE
             else None
             for r in results
         ]
+        known = self._known_rowids(ids)
         with self._tx() as db:
             if next_ids:
                 self._begin(db, job_id, next_ids)
             rows: dict[str, tuple[int, bool]] = {}
-            for i in range(0, len(ids), _PAGE):
-                chunk = ids[i : i + _PAGE]
-                marks = ",".join("?" * len(chunk))
-                for tid, rowid, indexed in db.execute(
-                    f"SELECT id, rowid, result IS NOT NULL FROM tasks WHERE id IN ({marks})", chunk
-                ):
-                    rows[tid] = (rowid, bool(indexed))
+            # By row id where this store claimed the tasks, else by task id; the id read back
+            # is checked either way, and whether the task holds a result already (a retry).
+            lookups: list[tuple[str, Sequence[Any]]] = [("id", ids)]
+            if known is not None:
+                lookups.insert(0, ("rowid", known))
+            for column, keys in lookups:
+                if column == "id":
+                    keys = [tid for tid in keys if tid not in rows]
+                for i in range(0, len(keys), _PAGE):
+                    chunk = keys[i : i + _PAGE]
+                    marks = ",".join("?" * len(chunk))
+                    for tid, rowid, indexed in db.execute(
+                        f"SELECT id, rowid, result IS NOT NULL FROM tasks"
+                        f" WHERE {column} IN ({marks})",
+                        chunk,
+                    ):
+                        rows[tid] = (rowid, bool(indexed))
             missing = [r.key for r, tid in zip(results, ids, strict=True) if tid not in rows]
             if missing:
                 raise StoreError(f"no task for {missing[0]!r} in job {results[0].job_id}")
@@ -416,7 +464,7 @@ class SqliteTaskStore(TaskStore):
                 "UPDATE tasks SET status = ?, error = ?, result = ?, worker = NULL, updated_at = ?"
                 " WHERE rowid = ?",
                 [
-                    (str(r.status), r.error, record, now, rows[tid][0])
+                    (r.status.value, r.error, record, now, rows[tid][0])
                     for r, tid, record in zip(results, ids, records, strict=True)
                 ],
             )
@@ -433,12 +481,15 @@ class SqliteTaskStore(TaskStore):
                     if tok is not None
                 ],
             )
+        self._forget(ids)
 
-    def iter_result_lines(self, job_id: str, page_size: int = 1000) -> Iterator[bytes]:
+    def iter_finished_lines(
+        self, job_id: str, page_size: int = 1000
+    ) -> Iterator[tuple[bytes, str | None]]:
         # The stored record is the line itself: no parsing and dumping again per asset.
         job = self.get_job(job_id)
         for row in self._finished_rows(job_id, page_size):
-            yield row[3].encode() if row[3] else _unstored(job, *row).to_line()
+            yield (row[3].encode() if row[3] else _unstored(job, *row).to_line()), row[4]
 
     def reclaim_running(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from spotbot.core.records import (
     shard_of,
     utcnow,
 )
-from spotbot.core.report import write_report
+from spotbot.core.report import report_collector, write_report
 from spotbot.core.shard import job_bot_class
 from spotbot.core.sinks import RESULTS_JSONL, ResultSink
 from spotbot.core.sources import ScanEntry, Source
@@ -173,12 +174,17 @@ def scan_job(
     max_pages: int | None = None,
     on_page: Callable[[int], None] | None = None,
     bot_cls: type[Bot] | None = None,
+    write_batch: int = 0,
 ) -> ScanProgress:
     """List the source from the job's scan token and write its tasks, page by page.
 
     Stops early (returning the continuation token) when the time or page budget runs out, so
-    a Lambda can call it in a loop; the token is saved with the job after each page's tasks
-    are written, so a crash never skips a page (re-writing one is harmless).
+    a Lambda can call it in a loop; the token is saved with the job after each write of tasks,
+    so a crash never skips a page (re-writing one is harmless).
+
+    `write_batch`: write the tasks of several listing pages at once, up to this many (the
+    writes grow from one page to it, so the first tasks are there at once). A local store
+    pays per write for every index page a write touches: fewer, larger writes cost less.
     """
     bot_cls = bot_cls or job_bot_class(job)
     cap = job.opts.max_asset_bytes or DEFAULT_MAX_ASSET_BYTES
@@ -190,25 +196,40 @@ def scan_job(
             status=JobStatus.SCANNING,
             started_at=job.started_at or utcnow(),
         )
-    pages = written = 0
+    pages = written = flushed = 0
     token = job.scan_token
-    for page in source.scan_pages(token):
-        tasks = [task_for(job, bot_cls, entry, cap) for entry in page.entries]
-        reused = reuse_results(store, job, tasks) if job.opts.only_new else []
-        written += store.put_tasks(tasks)
+    held: list[Task] = []  # listed, not written yet
+    held_reused: list[Result] = []
+
+    def write(next_token: str | None) -> None:
+        nonlocal written, flushed
+        flushed += len(held)
+        written += store.put_tasks(held)
         # After the tasks, so a crash in between leaves them DONE without a result, which
         # the next scan's reuse (idempotent, same results) completes.
-        store.complete_tasks(reused)
+        store.complete_tasks(held_reused)
+        store.update_job(job.id, scan_token=next_token, scan_complete=next_token is None)
+        held.clear()
+        held_reused.clear()
+
+    for page in source.scan_pages(token):
+        tasks = [task_for(job, bot_cls, entry, cap) for entry in page.entries]
+        held_reused.extend(reuse_results(store, job, tasks) if job.opts.only_new else [])
+        held.extend(tasks)
         pages += 1
         token = page.next_token
-        store.update_job(job.id, scan_token=token, scan_complete=token is None)
+        out_of_budget = bool(
+            (max_pages and pages >= max_pages) or (deadline and time.monotonic() >= deadline)
+        )
+        if token is None or out_of_budget or len(held) >= min(write_batch, max(flushed, 1)):
+            write(token)
         if on_page:
             on_page(len(tasks))
         if token is None:
             return ScanProgress(pages, written, None, True)
-        if (max_pages and pages >= max_pages) or (deadline and time.monotonic() >= deadline):
+        if out_of_budget:
             return ScanProgress(pages, written, token, False)
-    store.update_job(job.id, scan_token=None, scan_complete=True)
+    write(None)
     return ScanProgress(pages, written, None, True)
 
 
@@ -303,14 +324,17 @@ def finalize_job(
     reused = 0
     # A carried-over result's line holds the key (inside a JSON string it would be escaped).
     mark = f'"{REUSED_FROM}": '.encode()
+    # One pass over the stored results writes results.jsonl and feeds the report.
+    report = report_collector(job, source)
 
-    def counting(lines: Iterator[bytes]) -> Iterator[bytes]:
+    def counting(lines: Iterator[tuple[bytes, str | None]]) -> Iterator[bytes]:
         nonlocal reused
-        for line in lines:
+        for line, finished_at in lines:
             reused += mark in line
+            report.add_record(json.loads(line), finished_at)
             yield line
 
-    sink.put_lines(job.id, RESULTS_JSONL, counting(store.iter_result_lines(job.id)))
+    sink.put_lines(job.id, RESULTS_JSONL, counting(store.iter_finished_lines(job.id)))
     attempted = counts["done"] + counts["failed"]
     failed_pct = 100.0 * counts["failed"] / attempted if attempted else 0.0
     status, error = JobStatus.SUCCEEDED, None
@@ -343,6 +367,6 @@ def finalize_job(
         "spend": spend(store.get_job(job.id)),
     }
     sink.write_summary(job.id, summary)
-    write_report(store, sink, job, summary, source)
+    write_report(store, sink, job, summary, source, collected=report)
     store.update_job(job.id, status=status, finished_at=finished, error=error)
     return summary

@@ -152,9 +152,18 @@ class TaskStore(ABC):
         """Every finished task (DONE, FAILED, SKIPPED) of the job as a Result, ordered by key."""
 
     def iter_result_lines(self, job_id: str, page_size: int = 1000) -> Iterator[bytes]:
-        """`iter_results` as the lines of results.jsonl; stores that keep the line override it."""
+        """`iter_results` as the lines of results.jsonl."""
+        for line, _ in self.iter_finished_lines(job_id, page_size):
+            yield line
+
+    def iter_finished_lines(
+        self, job_id: str, page_size: int = 1000
+    ) -> Iterator[tuple[bytes, str | None]]:
+        """`iter_results` as (line of results.jsonl, when the store recorded the outcome): what
+        finalize's one pass needs for the results file and the report. Stores that keep the
+        line override it."""
         for result in self.iter_results(job_id, page_size):
-            yield result.to_line()
+            yield result.to_line(), result.finished_at
 
     @abstractmethod
     def search(
