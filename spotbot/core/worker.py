@@ -22,6 +22,7 @@ from spotbot.core.store import TaskStore, owner_prefix
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ASSET_BYTES = 50 * 1024 * 1024
+SCAN_POLL_SECONDS = 0.05  # how often an idle worker looks for tasks while the scan goes on
 
 
 def available_cpus() -> int:
@@ -107,6 +108,10 @@ class ShardWorker:
     # The worker's slot (default: its home shard, as for a Batch array child): its id begins
     # with the slot's prefix, and at start it reclaims what its slot's predecessors left.
     slot: int | None = None
+    # While it returns True (the job's listing is still being written), a worker that finds
+    # nothing to claim waits for more instead of leaving (the local runner starts its workers
+    # while it scans).
+    more_coming: Callable[[], bool] | None = None
     _per_asset: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +129,7 @@ class ShardWorker:
         page = max(1, min(self.config.page_size, 4 * batch_size))
         self._per_asset = bool(self.job.opts.per_asset_results)
         home_empty = False
+        scanning = self.more_coming is not None
         with ThreadPoolExecutor(
             max_workers=max(1, self.config.read_concurrency), thread_name_prefix="read"
         ) as pool:
@@ -135,6 +141,15 @@ class ShardWorker:
                 if home_empty and self.config.steal:
                     tasks = self.store.steal_tasks(self.job.id, self.worker_id, batch_size)
                     stats.stolen += len(tasks)
+                if not tasks and scanning:
+                    # Nothing yet: wait while the listing goes on; once it is complete, look
+                    # once more (its last tasks may have come after this claim).
+                    assert self.more_coming is not None
+                    scanning = self.more_coming()
+                    if scanning:
+                        self.stop.wait(SCAN_POLL_SECONDS)
+                    home_empty = False
+                    continue
                 if not tasks:
                     break
                 batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]

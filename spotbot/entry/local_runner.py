@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from pathlib import Path
@@ -36,6 +37,8 @@ from spotbot.core.worker import DEFAULT_MAX_ASSET_BYTES, ShardWorker, WorkerConf
 log = logging.getLogger(__name__)
 
 STORE_FILE = "spotbot.sqlite3"
+#: Tasks a local scan writes at once, at most (see scan_job's write_batch).
+SCAN_WRITE_BATCH = 10_000
 
 
 def default_home() -> Path:
@@ -66,8 +69,12 @@ class Home:
         env = os.environ.get("SPOTBOT_MODELS")
         return Path(env).expanduser() if env else self.root / "models"
 
-    def store(self) -> SqliteTaskStore:
-        return SqliteTaskStore(self.store_path)
+    def store(self, check: bool = True) -> SqliteTaskStore:
+        """The task store; `check=False` skips the checks on open (the write-ahead log's
+        checksums, SQLite's quick_check: reads of the whole files) for a process that opens
+        it while another holds it open, checked: SQLite replays nothing for a second
+        connection."""
+        return SqliteTaskStore(self.store_path, check=check)
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.models)
@@ -150,12 +157,20 @@ def _worker_init(parent_pid: int) -> None:
 
 
 def run_shard(
-    home_root: str, job_id: str, shard: int, threads: int, config: WorkerConfig, slot: int = 0
+    home_root: str,
+    job_id: str,
+    shard: int,
+    threads: int,
+    config: WorkerConfig,
+    slot: int = 0,
+    scanning: bool = False,
 ) -> dict[str, Any]:
     """Entry point of one worker process: load the bot once, then work from its home shard
-    until the job has nothing left to claim."""
+    until the job has nothing left to claim (and, if it started while the job was being
+    scanned, its listing is complete)."""
     home = Home(Path(home_root))
-    with home.store() as store:
+    # The runner holds the store open, checked, for as long as its workers run.
+    with home.store(check=False) as store:
         job = store.get_job(job_id)
         try:
             _LOADING.set()
@@ -183,6 +198,7 @@ def run_shard(
             # Too many failures, or the budget: stop claiming (every worker sees the job's
             # abort_reason at its next check).
             on_batch=lambda _: _STOP.set() if guard() else None,
+            more_coming=(lambda: not store.get_job(job_id).scan_complete) if scanning else None,
         )
         stats = worker.run().to_dict()
         stats["load_seconds"] = load_seconds
@@ -260,17 +276,21 @@ class LocalRunner:
                 job = store.update_job(
                     job_id, status=JobStatus.RUNNING if job.scan_complete else JobStatus.SCANNING
                 )
-            if not job.scan_complete:
-                self._scan(store, job)
-                job = store.get_job(job_id)
-            if self._stop.is_set():
-                return self._interrupted(store, job)
             # Nobody else holds the job lock, so whatever is RUNNING was left by a dead worker.
             store.reclaim_running(job_id)
-            job = store.update_job(job_id, status=JobStatus.RUNNING)
-            begin_run(store, job_id, default_workers())
+            workers: _Workers | None = None
             try:
-                stats = self._work(store, job)
+                if not job.scan_complete:
+                    workers = self._scan(store, job)
+                    job = store.get_job(job_id)
+                if self._stop.is_set():
+                    stats = self._await_workers(store, job, workers) if workers else []
+                    return self._interrupted(store, job, stats)
+                job = store.update_job(job_id, status=JobStatus.RUNNING)
+                if workers is None:
+                    begin_run(store, job_id, default_workers())
+                    workers = self._start_workers(store, job)
+                stats = self._await_workers(store, job, workers) if workers else []
                 job = store.get_job(job_id)
                 if self._stop.is_set():
                     return self._interrupted(store, job, stats)
@@ -285,6 +305,8 @@ class LocalRunner:
                     f" {job_id}` finishes it"
                 ) from exc
             finally:
+                if workers is not None:
+                    workers.halt()
                 end_run(store, job_id)
             return RunOutcome(store.get_job(job_id), summary, shard_stats=stats)
 
@@ -294,35 +316,53 @@ class LocalRunner:
         job = store.update_job(job.id, status=JobStatus.INTERRUPTED)
         return RunOutcome(job, None, interrupted=True, shard_stats=stats or [])
 
-    def _scan(self, store: TaskStore, job: Job) -> None:
+    def _scan(self, store: TaskStore, job: Job) -> _Workers | None:
+        """List the source into tasks. Once the tasks written so far give every worker its
+        share, the workers start (loading the bot, then tagging) while the listing goes on:
+        the workers started, if any."""
         scanned = 0
+        workers: _Workers | None = None
 
         def on_page(n: int) -> None:
-            nonlocal scanned
+            nonlocal scanned, workers
             scanned += n
             if self._stop.is_set():
                 raise _ScanStopped
+            if workers is None and n:
+                work = store.shards_with_work(job.id)
+                enough = worker_count(self.workers, sum(work.values()), self._batch_size(job))
+                if work and enough == self.workers:
+                    begin_run(store, job.id, default_workers())
+                    workers = self._start_workers(store, job, scanning=True)
             self._report(Progress("scan", {}, scanned))
 
-        with contextlib.suppress(_ScanStopped):
-            scan_job(store, job, open_source(job.source), on_page=on_page)
+        try:
+            scan_job(
+                store, job, open_source(job.source), on_page=on_page, write_batch=SCAN_WRITE_BATCH
+            )
+        except _ScanStopped:
+            pass
+        except BaseException:
+            if workers is not None:
+                workers.halt()
+            raise
+        return workers
 
-    def _work(self, store: TaskStore, job: Job) -> list[dict[str, Any]]:
+    def _start_workers(self, store: TaskStore, job: Job, scanning: bool = False) -> _Workers | None:
+        """Start the worker processes for the job's tasks (None if it has none to do)."""
         work = store.shards_with_work(job.id)
         if not work:
-            return []
+            return None
         procs = worker_count(self.workers, sum(work.values()), self._batch_size(job))
         # Each worker starts in a shard of its own (the fullest first) and takes over the
         # others' tasks once its own is done: no worker idles while there is work to claim.
         homes = sorted(work, key=lambda shard: (-work[shard], shard))
         threads = max(1, default_workers() // procs)
         ctx = multiprocessing.get_context("spawn")
-        results: list[dict[str, Any]] = []
-        errors: list[str] = []
-        faults: list[EnvironmentFault] = []
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=procs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
-        ) as pool:
+        )
+        with _children_ignore_ctrl_c():
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(
                     run_shard,
@@ -332,34 +372,43 @@ class LocalRunner:
                     threads,
                     self.config,
                     slot,
+                    scanning,
                 ): slot
                 for slot in range(procs)
             }
-            signalled = False
-            while futures:
-                done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    futures.pop(fut)
-                    try:
-                        results.append(fut.result())
-                    except EnvironmentFault as exc:
-                        faults.append(exc)
-                        self._stop.set()
-                    except ModelError as exc:
-                        errors.append(str(exc))
-                        self._stop.set()
-                    except Exception as exc:
+        return _Workers(pool, futures)
+
+    def _await_workers(self, store: TaskStore, job: Job, workers: _Workers) -> list[dict[str, Any]]:
+        """Wait for the workers to finish (asking them to stop once the run is stopped)."""
+        results: list[dict[str, Any]] = []
+        errors: list[str] = []
+        faults: list[EnvironmentFault] = []
+        futures = workers.futures
+        while futures:
+            done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in done:
+                futures.pop(fut)
+                try:
+                    results.append(fut.result())
+                except EnvironmentFault as exc:
+                    faults.append(exc)
+                    self._stop.set()
+                except ModelError as exc:
+                    errors.append(str(exc))
+                    self._stop.set()
+                except BrokenProcessPool as exc:
+                    # A worker told to stop before it could take the signal (still starting)
+                    # dies of it: the run was stopped, nothing failed.
+                    if not workers.signalled:
                         errors.append(f"worker failed: {type(exc).__name__}: {exc}")
-                        self._stop.set()
-                if self._stop.is_set() and not signalled:
-                    signalled = True
-                    for proc in list(getattr(pool, "_processes", {}).values()):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(proc.pid, signal.SIGTERM)
-                    for fut in futures:
-                        fut.cancel()
-                self._report(Progress("work", job_counts(store, job.id)))
-        _stop_resource_tracker()
+                    self._stop.set()
+                except Exception as exc:
+                    errors.append(f"worker failed: {type(exc).__name__}: {exc}")
+                    self._stop.set()
+            if self._stop.is_set():
+                workers.signal()
+            self._report(Progress("work", job_counts(store, job.id)))
+        workers.halt()
         if faults:
             raise faults[0]
         if errors:
@@ -378,6 +427,53 @@ class LocalRunner:
     def _report(self, progress: Progress) -> None:
         if self.on_progress:
             self.on_progress(progress)
+
+
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started inside begin with Ctrl-C ignored (an ignored signal stays ignored
+    across exec), until their initializer installs the stop handler: a Ctrl-C while one is
+    still starting up must not print a KeyboardInterrupt traceback from its bootstrap. The
+    runner's own stop reaches them as SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+@dataclass
+class _Workers:
+    """The worker processes of a run and what each is doing."""
+
+    pool: ProcessPoolExecutor
+    futures: dict[Future[dict[str, Any]], int]
+    signalled: bool = False
+    closed: bool = False
+
+    def signal(self) -> None:
+        """Ask every worker to stop after its batch in flight (once)."""
+        if self.signalled:
+            return
+        self.signalled = True
+        for proc in list(getattr(self.pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        for fut in self.futures:
+            fut.cancel()
+
+    def halt(self) -> None:
+        """Stop the workers still running, wait for them, and leave no process behind."""
+        if self.closed:
+            return
+        self.closed = True
+        if any(not fut.done() for fut in self.futures):
+            self.signal()
+        self.pool.shutdown(wait=True)
+        _stop_resource_tracker()
 
 
 #: A worker loads the model once and should have at least this many batches to tag, or the

@@ -9,15 +9,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from spotbot.aws.api_client import ApiClient
 from spotbot.aws.clients import boto_client
 from spotbot.core.errors import UsageError
 from spotbot.core.sources import parse_s3_uri
 from spotbot.entry.cli.common import EXIT_JOB_FAILED, emit_json, guarded, json_option, main
+
+if TYPE_CHECKING:
+    from spotbot.aws.api_client import ApiClient
 
 API_URL_ENV = "SPOTBOT_API_URL"
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED")
@@ -33,6 +35,9 @@ def cloud(ctx: click.Context, api_url: str | None) -> None:
 
 
 def _client(ctx: click.Context) -> ApiClient:
+    # Imported on use: requests and the signer cost every local command start-up otherwise.
+    from spotbot.aws.api_client import ApiClient
+
     url = ctx.find_object(str)
     if not url:
         raise UsageError(
