@@ -83,14 +83,20 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+#: CPU seconds (user + system) of the last command `timed` ran, its whole process tree.
+LAST_CPU: list[float] = [0.0]
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB, the largest process of the tree) of a whole command."""
+    """Wall seconds and peak RSS (MB, the largest process of the tree) of a whole command;
+    its CPU seconds go to LAST_CPU (on a shared machine, the figure that load does not skew)."""
     began = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - began
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{cmd[:4]} failed: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
@@ -177,8 +183,10 @@ def bench_tiny(tmp: Path, files: int, rounds: int, workers: int) -> dict[str, An
     src = tmp / "tiny"
     make_tiny(src, files)
     spotbot_s, bare_s, rss = [], [], 0
+    spotbot_cpu, bare_cpu = [], []
     for r in range(rounds):
         bare_s.append(timed([sys.executable, "-c", BARE_LOOP, str(src), str(tmp / "bare.jsonl")])[0])
+        bare_cpu.append(LAST_CPU[0])
         wall, rss_r = timed(
             [sys.executable, "-m", "spotbot", "tag", str(src), "--bot",
              "benchmarks.nullbot:NullBot", "--out", str(tmp / f"out-tiny-{r}"), "--workers",
@@ -186,6 +194,7 @@ def bench_tiny(tmp: Path, files: int, rounds: int, workers: int) -> dict[str, An
             spotbot_env(tmp / f"home-tiny-{r}"),
         )
         spotbot_s.append(wall)
+        spotbot_cpu.append(LAST_CPU[0])
         rss = max(rss, rss_r)
         print(f"  tiny round {r}: spotbot {wall:.1f} s, bare {bare_s[-1]:.1f} s", flush=True)
     # memory: the same at twice the files
@@ -203,6 +212,12 @@ def bench_tiny(tmp: Path, files: int, rounds: int, workers: int) -> dict[str, An
         "spotbot_assets_per_s": round(files / spot),
         "bare_loop_assets_per_s": round(files / bare),
         "ratio_to_bare_loop": round(bare / spot, 3),
+        # CPU seconds (user + system, whole process trees), medians: what the work costs
+        # whatever else the machine runs.
+        "spotbot_cpu_seconds": round(statistics.median(spotbot_cpu), 2),
+        "bare_loop_cpu_seconds": round(statistics.median(bare_cpu), 2),
+        "spotbot_seconds": [round(x, 2) for x in spotbot_s],
+        "bare_loop_seconds": [round(x, 2) for x in bare_s],
         "peak_rss_mb": rss,
         "files_2x": 2 * files,
         "spotbot_assets_per_s_2x": round(2 * files / wall2),
