@@ -28,7 +28,9 @@ fields are dropped by ``ResultSelector``, missing ones fail the state):
 init (``InitJob``)
     in:  ``request`` (the execution input: ``job_id``?, ``bot``, ``source``, ``output``,
          ``shards``?, ``model_version``?, ``inference``? "endpoint" | "in-container",
-         ``max_failure_pct``?, ``poll_seconds``?), ``execution_name`` (the job id when the
+         ``max_failure_pct``?, ``poll_seconds``?, ``budget_usd``?, ``only_new``? (or
+         ``incremental``?), ``per_asset_results``?, ``min_failure_sample``?),
+         ``execution_name`` (the job id when the
          request has none), ``job_definitions`` {bot: Batch job definition ARN},
          ``limits`` {``default_shards``, ``max_shards``, ``max_array_size``,
          ``default_poll_seconds``, ``default_max_failure_pct``}.
@@ -57,28 +59,33 @@ endpoint (``EnsureEndpoint``, endpoint mode only)
 finalize (``FinalizeJob``)
     in:  ``job_id``, ``max_failure_pct``, ``workers`` [{``batch_job_id``, ``status``}].
     does: counts task states, writes ``summary.json`` and the result manifest, sets the job's
-         status (FAILED when failed/total*100 > max_failure_pct).
-    out: ``status`` "SUCCEEDED" | "FAILED", ``error`` ("" or "Spotbot.FailureThresholdExceeded"),
+         status (FAILED when failed/total*100 > max_failure_pct, or when the workers stopped
+         early for failures; BUDGET_EXCEEDED when they stopped at the budget).
+    out: ``status`` "SUCCEEDED" | "FAILED" | "BUDGET_EXCEEDED", ``error`` ("",
+         "Spotbot.FailureThresholdExceeded" or "Spotbot.BudgetExceeded"),
          ``cause`` (readable, "" on success), ``counts`` {``total``, ``done``, ``failed``,
          ``skipped``, ``pending``, ``running``}, ``failed_pct`` (float), ``summary_uri``.
 
 cleanup (``CleanupJob``)
     in:  ``request``, ``execution_name`` (job id = ``request.job_id`` or ``execution_name``),
-         ``outcome`` {``status`` "SUCCEEDED" | "FAILED", ``failure`` {``Error``, ``Cause``?}}.
+         ``outcome`` {``status`` "SUCCEEDED" | "FAILED" | "BUDGET_EXCEEDED", ``failure``
+         {``Error``, ``Cause``?}}.
          The same function also receives EventBridge "Step Functions Execution Status
          Change" events (ABORTED / TIMED_OUT executions, where no state runs cleanup).
     does: terminates the job's Batch jobs still running, deletes the endpoint the job created
          unless another running job uses it, sets the final status (CANCELLED when a cancel
          was requested, FAILED with a readable cause on failure). Idempotent.
-    out: ``job_id``, ``status`` "SUCCEEDED" | "FAILED" | "CANCELLED", ``error`` (never a
+    out: ``job_id``, ``status`` "SUCCEEDED" | "FAILED" | "CANCELLED" | "BUDGET_EXCEEDED"
+         (JobFailed reports the last as Spotbot.BudgetExceeded), ``error`` (never a
          "States." name, which JobFailed could not report: States.X comes back as Spotbot.X),
          ``cause``
          (readable, no stack trace, at most 1,000 characters), ``endpoint_deleted`` (bool).
 
 requeue (``RequeueTasks``, retry machine)
-    in:  as init, but ``request`` is {``job_id``, ``max_failure_pct``?, ``poll_seconds``?}.
+    in:  as init, but ``request`` is {``job_id``, ``max_failure_pct``?, ``poll_seconds``?,
+         ``budget_usd``? (a new budget)}.
     does: resets every task of the job that is not DONE or SKIPPED to PENDING (keeping its
-         shard and attempt count) and sets the job RUNNING.
+         shard and attempt count), lifts an early stop, and sets the job RUNNING.
     out: as init, plus ``requeued`` (int).
 
 Batch workers get, per array job, the environment ``spotbot.core.envnames.WORKER_JOB_VARIABLES``;

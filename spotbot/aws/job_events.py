@@ -18,7 +18,7 @@ class JobEvents:
         self.client, self.bus = client, bus
 
     def job_ended(self, detail: dict[str, Any]) -> None:
-        """`detail`: job_id, bot, status (SUCCEEDED | FAILED | CANCELLED), counts, error, cause."""
+        """`detail`: job_id, bot, status (SUCCEEDED | FAILED | CANCELLED | BUDGET_EXCEEDED), counts, error, cause."""
         with aws_errors("publish the job's end"):
             answer = self.client.put_events(
                 Entries=[

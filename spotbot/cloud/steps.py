@@ -20,7 +20,7 @@ from spotbot.aws.settings import CloudSettings
 from spotbot.cloud.estimate import spot_vcpu_hour_usd
 from spotbot.core.bot import Bot
 from spotbot.core.errors import JobCancelledError, JobNotFoundError, UnknownBotError, UsageError
-from spotbot.core.guards import MIN_SAMPLE_OPTION, REQUESTS, SCAN_PAGES, s3_requests
+from spotbot.core.guards import MIN_SAMPLE_OPTION, REQUESTS, s3_requests
 from spotbot.core.limits import JobLimits, plan_chunks
 from spotbot.core.records import CANCEL_REQUESTED, Job, JobStatus, utcnow
 from spotbot.core.sinks import SUMMARY_JSON
@@ -176,7 +176,6 @@ def scan_step(
     if progress.complete:
         # unless_final: cleanup may have ended the job while this slice ran (a failed branch)
         store.update_job(job_id, unless_final=True, status=JobStatus.RUNNING)
-        merge_options(store, job_id, **{SCAN_PAGES: pages_before + progress.pages})
     # Counted, not summed: a retried slice re-lists pages whose tasks already exist.
     counts = job_counts(store, job_id)
     return {

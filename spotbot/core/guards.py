@@ -9,6 +9,7 @@ were left; `resume` / `retry` (with a new budget) go on from there.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,10 +35,10 @@ WORKER_SECONDS = "cpu_seconds."
 ENDPOINT_SECONDS = "endpoint_seconds"
 ENDPOINT_SINCE = "endpoint_since"
 ENDPOINT_HOUR_USD = "endpoint_hour_usd"
-#: S3 requests of a job over an S3 source: recorded at finalize ({"get", "put", "list"}), and
-#: the listing pages its scan read.
+#: S3 requests of a job over an S3 source, recorded at finalize ({"get", "put", "list"}).
 REQUESTS = "requests"
-SCAN_PAGES = "scan_pages"
+#: Keys in a ListObjectsV2 page.
+LIST_PAGE = 1000
 #: PUTs of a job's own outputs: results.jsonl, summary.json, report.html.
 OUTPUT_PUTS = 3
 
@@ -60,7 +61,9 @@ def s3_requests(
     job: Job, counts: Mapping[str, int] | None = None, finalized: bool = False
 ) -> dict[str, int] | None:
     """The S3 requests a job over an S3 source made: a GET per attempted asset, a PUT per
-    per-asset result object (and, once `finalized`, its outputs), a LIST per listing page.
+    per-asset result object (and, once `finalized`, its outputs), a LIST per 1,000 listed
+    objects (the scan's pages; the scan keeps no count of its own, a write in the scan would
+    race the API's cancel on the job record).
     Without `counts`, what finalize recorded; None for other sources or before anything ran."""
     if not job.source.startswith("s3://"):
         return None
@@ -72,7 +75,7 @@ def s3_requests(
     made = {
         "get": done + int(counts.get("failed", 0)),
         "put": (done if per_asset else 0) + (OUTPUT_PUTS if finalized else 0),
-        "list": int(job.options.get(SCAN_PAGES) or 0),
+        "list": math.ceil(int(counts.get("total", 0)) / LIST_PAGE),
     }
     return made if any(made.values()) else None
 
