@@ -149,6 +149,7 @@ def test_init_refuses_an_unreadable_source(
     assert type(caught.value).__name__ == "SourceError"
 
 
+@pytest.mark.slow  # 3,500 objects through moto and the index: ~30 s
 def test_scan_loops_over_thousands_of_keys_each_once(
     load_handler: Callable[[str], ModuleType], lambda_context: Any, aws: dict[str, Any], store: Any
 ) -> None:
