@@ -87,7 +87,7 @@ def measure(
     each = [run["tagged"] / run["seconds"] for run in runs]
     tagged = int(sum(run["tagged"] for run in runs))
     rate = sum(each)
-    job = one_asset_job_seconds(bot_name, assets[0], ref)
+    job = min(one_asset_job_seconds(bot_name, assets[0], ref) for _ in range(2))  # warm, best
     job_seconds = max(0.0, job - load_seconds - 1.0 / min(each))
     return Throughput(
         bot=cls.name,
