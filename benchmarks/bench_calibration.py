@@ -30,7 +30,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from spotbot.core.artifacts import ModelRegistry
 from spotbot.core.calibration import SAMPLE_FOLDERS, cpu_name, measure, priced_locally, scaled_to
-from spotbot.core.cost import LOCAL, Calibration, Throughput, default_prices, estimate_job
+from spotbot.core.cost import (
+    LOCAL,
+    Calibration,
+    Throughput,
+    default_calibration,
+    default_prices,
+    estimate_job,
+)
 from spotbot.core.plugins import load_bot_class
 from spotbot.core.sources import LocalSource
 from spotbot.core.steps import sample_source
@@ -100,12 +107,51 @@ def accuracy(bot: str, source: Path, calibration: Calibration, home: Path) -> di
     }
 
 
+def per_thousand(calibration: Calibration, instance_type: str) -> list[dict[str, Any]]:
+    """Each built-in bot's cost per 1,000 assets on `instance_type`: Spot instance time (the
+    calibrated throughput times the price; model loads left out) plus an S3 GET per asset and
+    a LIST per 1,000 (results.jsonl's few PUTs are per job), beside the managed service's list
+    price for the same job."""
+    prices = default_prices()
+    price = prices.instance(instance_type)
+    rows = []
+    for bot in sorted(SAMPLE_FOLDERS):
+        rate = calibration.get(bot, instance_type)
+        managed = prices.managed.get(bot)
+        if rate is None or price.spot_hourly is None:
+            continue
+        compute = 1000 / rate.assets_per_second / 3600 * price.spot_hourly
+        usd = compute + prices.s3_get_per_1k + prices.s3_list_per_1k / 1000  # 1 LIST: 1,000 keys
+        rows.append(
+            {
+                "bot": bot,
+                "instance_type": instance_type,
+                "assets_per_second": round(rate.assets_per_second, 2),
+                "spot_compute_usd_per_1k": round(compute, 5),
+                "spot_usd_per_1k": round(usd, 5),
+                "managed": managed.service if managed else None,
+                "managed_usd_per_1k": managed.per_1k if managed else None,
+                "managed_over_spot": round(managed.per_1k / usd) if managed else None,
+            }
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="measure each bot this long")
     parser.add_argument("--generated", type=int, default=2000, help="generated text assets")
     parser.add_argument("--no-write", action="store_true", help="leave the committed table")
+    parser.add_argument("--instance-type", default="c6i.xlarge", help="for the cost per 1,000")
+    parser.add_argument(
+        "--costs-only",
+        action="store_true",
+        help="only the cost per 1,000, from the committed table",
+    )
     args = parser.parse_args()
+    if args.costs_only:
+        _print_costs(per_thousand(default_calibration(), args.instance_type))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
     try:
         registry = ModelRegistry(work / "models")
@@ -130,11 +176,26 @@ def main() -> int:
             f"{run['bot']:14} {run['source']:12} {run['assets']:7} {run['estimated_seconds']:11}"
             f" {run['actual_seconds']:9} {run['error_pct']:6}%"
         )
+    costs = per_thousand(calibration, args.instance_type)
+    _print_costs(costs)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "calibration.json").write_text(
-        json.dumps({"cpu": cpu_name(), "cores": available_cpus(), "runs": runs}, indent=2)
+        json.dumps(
+            {"cpu": cpu_name(), "cores": available_cpus(), "runs": runs, "per_1k": costs},
+            indent=2,
+        )
     )
     return 0
+
+
+def _print_costs(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'bot':14} {'type':11} {'assets/s':>9} {'Spot $/1k':>10} {'managed $/1k':>13} ratio")
+    for r in rows:
+        print(
+            f"{r['bot']:14} {r['instance_type']:11} {r['assets_per_second']:9} "
+            f"{r['spot_usd_per_1k']:10} {r['managed_usd_per_1k']:13} {r['managed_over_spot']}x"
+            f"  ({r['managed']})"
+        )
 
 
 if __name__ == "__main__":
