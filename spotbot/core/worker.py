@@ -156,7 +156,10 @@ class ShardWorker:
                 pending = self._start_reads(pool, batches[0])
                 begun = False  # whether this batch's attempt is counted already
                 for index, batch in enumerate(batches):
-                    if self.stop.is_set():
+                    # A stop hands back what was not begun; a batch whose attempt the last
+                    # write already counted is the batch in hand: it is tagged first (the
+                    # stop grace bounds it), so no asset is counted as tried and not tried.
+                    if self.stop.is_set() and not begun:
                         left = [t.id for b in batches[index:] for t in b]
                         stats.released += self.store.release_tasks(self.job.id, left)
                         break

@@ -197,3 +197,58 @@ def test_a_worker_started_during_the_scan_waits_for_the_rest(tmp_path: Path) -> 
         # THEN it tagged every task, the late ones included, and then left
         assert not thread.is_alive()
         assert store.count_tasks(job.id)[TaskStatus.DONE] == 40
+
+
+class _StopAfterTheGroupCommit(SqliteTaskStore):
+    """A store that raises the worker's stop right after the write that completed one batch
+    and counted the next batch's attempt: a Spot reclaim between two batches."""
+
+    stop: threading.Event
+
+    def complete_and_begin(self, results, job_id, next_ids):  # type: ignore[no-untyped-def]
+        super().complete_and_begin(results, job_id, next_ids)
+        if next_ids:
+            self.stop.set()
+
+
+def test_a_stop_between_two_batches_tags_the_one_begun_and_hands_back_the_rest(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a page of 4 batches of 2 in a worker's hands
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"a{i}.txt").write_text(f"word{i}")
+    db = tmp_path / "store.sqlite3"
+    with SqliteTaskStore(db) as store:
+        job = store.create_job(
+            Job(id="job-1", bot="words", source=str(folder), output=str(tmp_path / "out"))
+        )
+        store.put_tasks([Task(job_id=job.id, key=f"a{i}.txt") for i in range(8)])
+        bot = WordsBot()
+        bot.load(ModelRef(bot.name, "words-1", None, "test code"), threads=1)
+        stop = threading.Event()
+        worker_store = _StopAfterTheGroupCommit(db)
+        worker_store.stop = stop
+        worker = ShardWorker(
+            store=worker_store,
+            source=LocalSource(folder),
+            sink=LocalSink(tmp_path / "out"),
+            bot=bot,
+            job=job,
+            shard=0,
+            worker_id="w",
+            config=WorkerConfig(batch_size=2, steal=False),
+            stop=stop,
+        )
+        # WHEN the stop comes right after the first batch's results and the second's attempt
+        worker.run()
+        worker_store.close()
+    with sqlite3.connect(db) as raw:
+        rows = raw.execute("SELECT status, attempts FROM tasks WHERE job_id = 'job-1'").fetchall()
+    # THEN the begun batch was tagged too, the rest handed back untried: no asset is counted
+    # as attempted without having been tagged (a retry then tags each once, attempts 1)
+    done = [attempts for status, attempts in rows if status == "DONE"]
+    pending = [attempts for status, attempts in rows if status == "PENDING"]
+    assert len(done) == 4 and set(done) == {1}, rows
+    assert len(pending) == 4 and set(pending) == {0}, rows
