@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from spotbot.core.artifacts import ModelRef
 from spotbot.core.records import Job, Result, Task, TaskStatus
@@ -161,6 +162,22 @@ def test_a_scan_writes_pages_together_and_the_first_at_once(tmp_path: Path) -> N
         assert store.get_job(job.id).scan_complete
 
 
+def _words_worker(tmp_path: Path, job: Job, store: SqliteTaskStore, **options: Any) -> ShardWorker:
+    """A worker of the words bot over tmp_path/in, on its own connection `store`."""
+    bot = WordsBot()
+    bot.load(ModelRef(bot.name, "words-1", None, "test code"), threads=1)
+    return ShardWorker(
+        store=store,
+        source=LocalSource(tmp_path / "in"),
+        sink=LocalSink(tmp_path / "out"),
+        bot=bot,
+        job=job,
+        shard=0,
+        worker_id="w",
+        **options,
+    )
+
+
 def test_a_worker_started_during_the_scan_waits_for_the_rest(tmp_path: Path) -> None:
     # GIVEN a job whose listing has written some tasks so far
     folder = tmp_path / "in"
@@ -173,17 +190,11 @@ def test_a_worker_started_during_the_scan_waits_for_the_rest(tmp_path: Path) -> 
             Job(id="job-1", bot="words", source=str(folder), output=str(tmp_path / "out"))
         )
         store.put_tasks([Task(job_id=job.id, key=f"a{i:02d}.txt") for i in range(10)])
-        bot = WordsBot()
-        bot.load(ModelRef(bot.name, "words-1", None, "test code"), threads=1)
         worker_store = SqliteTaskStore(db)
-        worker = ShardWorker(
-            store=worker_store,
-            source=LocalSource(folder),
-            sink=LocalSink(tmp_path / "out"),
-            bot=bot,
-            job=job,
-            shard=0,
-            worker_id="w",
+        worker = _words_worker(
+            tmp_path,
+            job,
+            worker_store,
             config=WorkerConfig(),
             more_coming=lambda: not worker_store.get_job(job.id).scan_complete,
         )
@@ -225,21 +236,11 @@ def test_a_stop_between_two_batches_tags_the_one_begun_and_hands_back_the_rest(
             Job(id="job-1", bot="words", source=str(folder), output=str(tmp_path / "out"))
         )
         store.put_tasks([Task(job_id=job.id, key=f"a{i}.txt") for i in range(8)])
-        bot = WordsBot()
-        bot.load(ModelRef(bot.name, "words-1", None, "test code"), threads=1)
         stop = threading.Event()
         worker_store = _StopAfterTheGroupCommit(db)
         worker_store.stop = stop
-        worker = ShardWorker(
-            store=worker_store,
-            source=LocalSource(folder),
-            sink=LocalSink(tmp_path / "out"),
-            bot=bot,
-            job=job,
-            shard=0,
-            worker_id="w",
-            config=WorkerConfig(batch_size=2, steal=False),
-            stop=stop,
+        worker = _words_worker(
+            tmp_path, job, worker_store, config=WorkerConfig(batch_size=2, steal=False), stop=stop
         )
         # WHEN the stop comes right after the first batch's results and the second's attempt
         worker.run()
