@@ -162,6 +162,18 @@ def test_a_scan_writes_pages_together_and_the_first_at_once(tmp_path: Path) -> N
         assert store.get_job(job.id).scan_complete
 
 
+def _words_files(tmp_path: Path, count: int) -> Path:
+    """`count` one-word files under tmp_path/in; the store's path beside them."""
+    (tmp_path / "in").mkdir()
+    for i in range(count):
+        (tmp_path / "in" / f"a{i:02d}.txt").write_text(f"word{i}")
+    return tmp_path / "store.sqlite3"
+
+
+def _words_job(tmp_path: Path) -> Job:
+    return Job(id="job-1", bot="words", source=str(tmp_path / "in"), output=str(tmp_path / "out"))
+
+
 def _words_worker(tmp_path: Path, job: Job, store: SqliteTaskStore, **options: Any) -> ShardWorker:
     """A worker of the words bot over tmp_path/in, on its own connection `store`."""
     bot = WordsBot()
@@ -180,15 +192,9 @@ def _words_worker(tmp_path: Path, job: Job, store: SqliteTaskStore, **options: A
 
 def test_a_worker_started_during_the_scan_waits_for_the_rest(tmp_path: Path) -> None:
     # GIVEN a job whose listing has written some tasks so far
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(40):
-        (folder / f"a{i:02d}.txt").write_text(f"word{i}")
-    db = tmp_path / "store.sqlite3"
+    db = _words_files(tmp_path, 40)
     with SqliteTaskStore(db) as store:
-        job = store.create_job(
-            Job(id="job-1", bot="words", source=str(folder), output=str(tmp_path / "out"))
-        )
+        job = store.create_job(_words_job(tmp_path))
         store.put_tasks([Task(job_id=job.id, key=f"a{i:02d}.txt") for i in range(10)])
         worker_store = SqliteTaskStore(db)
         worker = _words_worker(
@@ -226,16 +232,10 @@ def test_a_stop_between_two_batches_tags_the_one_begun_and_hands_back_the_rest(
     tmp_path: Path,
 ) -> None:
     # GIVEN a page of 4 batches of 2 in a worker's hands
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(8):
-        (folder / f"a{i}.txt").write_text(f"word{i}")
-    db = tmp_path / "store.sqlite3"
+    db = _words_files(tmp_path, 8)
     with SqliteTaskStore(db) as store:
-        job = store.create_job(
-            Job(id="job-1", bot="words", source=str(folder), output=str(tmp_path / "out"))
-        )
-        store.put_tasks([Task(job_id=job.id, key=f"a{i}.txt") for i in range(8)])
+        job = store.create_job(_words_job(tmp_path))
+        store.put_tasks([Task(job_id=job.id, key=f"a{i:02d}.txt") for i in range(8)])
         stop = threading.Event()
         worker_store = _StopAfterTheGroupCommit(db)
         worker_store.stop = stop
