@@ -16,9 +16,10 @@ their probabilities averaged. Every part of a normal review counts; a book costs
 MAX_CHUNKS windows.
 
 Engines: e5 models (the built-in one and its fine-tunes) run by default on ONNX Runtime, exported
-once and fused (`spotbot.bots.sentiment_onnx`; cached by content hash), in fp32 (int8 per
-channel on request), compared with `transformers.pipeline` in benchmarks/bench_sentiment.py. SPOTBOT_SENTIMENT_ENGINE=torch keeps them on torch; other
-checkpoints always run on torch.
+once and fused (`spotbot.bots.sentiment_onnx`; cached by content hash), in int8 (per-channel
+weights, two sensitive products and the head in fp32; fp32 on request), compared with
+`transformers.pipeline` in benchmarks/bench_sentiment.py. SPOTBOT_SENTIMENT_ENGINE=torch keeps
+them on torch; other checkpoints always run on torch.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
 # installed (and the precision is not bf16), torch otherwise.
 ENGINE_ENV = "SPOTBOT_SENTIMENT_ENGINE"
 ENGINES = ("auto", "onnx", "torch")
-# "auto", "fp32", "bf16" or "int8". On ONNX Runtime: auto is fp32 (the fused graph: torch fp32's
-# verdicts); int8 (per-channel weights) is faster but cost 0.8 points on the held-out reviews
-# (benchmarks/bench_sentiment.py), so it is opt-in; bf16 runs on torch only. On torch: auto is bf16 where the CPU computes it natively,
-# else fp32; int8 is torch's dynamic int8 Linear layers, which cost 1.6-2.6 points (opt-in).
+# "auto", "fp32", "bf16" or "int8". On ONNX Runtime: auto is int8 (per-channel weights, two
+# sensitive products in fp32: within 0.3 points of fp32 on the held-out reviews, about 1.5x
+# faster; benchmarks/bench_sentiment.py); fp32 gives torch fp32's verdicts; bf16 runs on torch
+# only. On torch: auto is bf16 where the CPU computes it natively, else fp32; int8 is torch's
+# dynamic int8 Linear layers, which cost 1.6-2.6 points (opt-in).
 PRECISION_ENV = "SPOTBOT_SENTIMENT_PRECISION"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 BUILD_HINT = "import one with `spotbot models import PATH`"
@@ -181,7 +183,7 @@ class SentimentZhBot(Bot):
             self._tokenizer,
             list(items),
             self._max_length,
-            batch_size=self.batch_size,
+            batch_size=getattr(self._model, "window_batch", None) or self.batch_size,
             positive=self._positive,
             prefix=self._prefix,
             prefix_len=self._prefix_len,
@@ -215,7 +217,7 @@ def inference_choice() -> tuple[str, str]:
     if engine == "auto":
         engine = "onnx" if asked != "bf16" and sentiment_onnx.available() else "torch"
     if engine == "onnx":
-        return "onnx", "fp32" if asked == "auto" else asked
+        return "onnx", "int8" if asked == "auto" else asked
     return "torch", torch_precision
 
 

@@ -1,4 +1,4 @@
-"""The bot images' entry point: `python -m spotbot.entry.container serve|work|train [args]`.
+"""The bot images' entry point: `python -m spotbot.entry.container serve|work|train|warm [args]`.
 
 SageMaker runs `IMAGE serve` (inference) and `IMAGE train` (training); AWS Batch runs the job
 definition's command `["work"]`. `serve` and `work` are the `spotbot` CLI commands of those
@@ -7,6 +7,9 @@ it, so the same code runs in tests and on a laptop): the shipped bots train thro
 spotbot.training.contract (hyperparameters, channels, checkpoints); other bots run their training
 module (`training.<bot>`, its `main(argv)` or its `python -m` entry). When training fails or
 does not exist, the reason goes to /opt/ml/output/failure and the exit is non-zero.
+`warm` (run once while the image is built) loads the image's bot with its built-in model, so
+what a first load derives and caches (sentiment-zh's ONNX export, under SPOTBOT_CACHE_DIR) is
+in the image and no container pays for it.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from spotbot.training.run import TRAINERS
 log = logging.getLogger(__name__)
 
 TRAINING_PACKAGE_ENV = "SPOTBOT_TRAINING_PACKAGE"  # where training.<bot> modules live
-COMMANDS = ("serve", "work", "train")
-USAGE = "usage: python -m spotbot.entry.container {serve|work|train} [args...]"
+COMMANDS = ("serve", "work", "train", "warm")
+USAGE = "usage: python -m spotbot.entry.container {serve|work|train|warm} [args...]"
 
 
 def _training_module(bot: str) -> str:
@@ -117,6 +120,25 @@ def train(argv: Sequence[str]) -> int:
     return code
 
 
+def warm() -> int:
+    """Load the image's bot (SPOTBOT_BOT) with its built-in model once; 0 when it loads."""
+    import time
+
+    from spotbot.core.artifacts import ModelRef
+
+    name = os.environ.get(envnames.BOT, "").strip()
+    if not name:
+        sys.stderr.write(f"warm: set {envnames.BOT} to the image's bot\n")
+        return 2
+    cls = load_bot_class(name)
+    bot = cls()
+    started = time.perf_counter()
+    version = cls.builtin_version or "built-in"
+    bot.load(ModelRef(name, version, None, "built-in"), threads=os.cpu_count() or 1)
+    sys.stderr.write(f"warm: {name} loaded in {time.perf_counter() - started:.1f} s\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
@@ -127,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "train":
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         return train(rest)
+    if command == "warm":
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        return warm()
 
     try:
         cli.main(args=[command, *rest], prog_name="spotbot", standalone_mode=True)

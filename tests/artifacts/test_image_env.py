@@ -210,6 +210,42 @@ def _serving(python: Path, home: Path, bot: str) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def test_warm_builds_what_the_first_load_would_into_the_image_cache(
+    bot: str, image_python: Path, image_home: Path
+) -> None:
+    # GIVEN the image's venv and the cache folder its Dockerfile names (SPOTBOT_CACHE_DIR)
+    env = {**_image_env_vars(image_home, bot), "SPOTBOT_CACHE_DIR": str(image_home / "cache")}
+    # WHEN the build step runs `warm` THEN the bot loads, and sentiment-zh's export is cached
+    subprocess.run(
+        [str(image_python), "-m", "spotbot.entry.container", "warm"],
+        env=env,
+        cwd=image_home,
+        check=True,
+        timeout=600,
+    )
+    exports = list((image_home / "cache").rglob("meta.json"))
+    assert len(exports) == (1 if bot == "sentiment-zh" else 0), exports
+    # and a later load in the image (cache read-only to the container's user) needs no torch
+    if bot == "sentiment-zh":
+        code = (
+            "import sys\n"
+            "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
+            "from spotbot.core.artifacts import ModelRef\n"
+            "bot = SentimentZhBot()\n"
+            "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
+            "print('torch' in sys.modules, bot._model.precision)\n"
+        )
+        out = subprocess.run(
+            [str(image_python), "-c", code],
+            env=env,
+            cwd=image_home,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert out == ["False", "int8"], out
+
+
 def test_serve_answers_the_sagemaker_contract(
     bot: str, image_python: Path, image_home: Path
 ) -> None:

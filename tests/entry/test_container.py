@@ -21,7 +21,21 @@ def test_unknown_command_is_a_usage_error(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert container.main(argv) == 2
-    assert "usage: python -m spotbot.entry.container {serve|work|train}" in capsys.readouterr().err
+    usage = "usage: python -m spotbot.entry.container {serve|work|train|warm}"
+    assert usage in capsys.readouterr().err
+
+
+def test_warm_loads_the_image_bot_once_and_needs_to_know_which(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN no bot named WHEN an image build runs warm THEN it says what is missing
+    monkeypatch.delenv("SPOTBOT_BOT", raising=False)
+    assert container.main(["warm"]) == 2
+    assert "set SPOTBOT_BOT" in capsys.readouterr().err
+    # GIVEN the image's bot WHEN warm runs THEN the bot loads with its built-in model
+    monkeypatch.setenv("SPOTBOT_BOT", WORDS)
+    assert container.main(["warm"]) == 0
+    assert "warm: tests.fakebots:WordsBot loaded" in capsys.readouterr().err
 
 
 def test_opt_ml_can_be_moved() -> None:
