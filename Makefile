@@ -19,22 +19,25 @@ export TRANSFORMERS_OFFLINE := 1
 
 all: test
 
-# uv installs (parallel downloads: about a minute where pip took nine). It reads no pip.conf,
-# so the wheel folders pip is configured with (find-links, e.g. a local CPU torch) are handed
-# to it; with none, both take everything from PyPI.
+# uv installs (parallel downloads: about a minute where pip took nine); where it cannot, pip
+# does. uv reads no pip.conf, so the wheel folders pip is configured with (find-links, e.g. a
+# local CPU torch) are handed to it, and it trusts the system's certificate store as pip does.
 PIP_FIND_LINKS_CFG = $(shell $(PYTHON) -m pip config list 2>/dev/null \
   | sed -n "s/^[^=]*find-links='\(.*\)'$$/\1/p" | sort -u | paste -sd, -)
-UV = UV_FIND_LINKS="$${UV_FIND_LINKS:-$(strip $(PIP_FIND_LINKS_CFG))}" $(BIN)/uv pip install --quiet
+UV = UV_FIND_LINKS="$${UV_FIND_LINKS:-$(strip $(PIP_FIND_LINKS_CFG))}" UV_SYSTEM_CERTS=1 \
+  $(BIN)/uv pip install --quiet
+PIP = pip install --quiet --disable-pip-version-check
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip uv
-	$(UV) --python $(BIN)/python -r requirements.txt
+	$(BIN)/$(PIP) --upgrade pip uv
+	$(UV) --python $(BIN)/python -r requirements.txt || $(BIN)/$(PIP) -r requirements.txt
 	touch $(STAMP)
 
 $(SFN_STAMP): pyproject.toml $(STAMP)
 	test -x $(SFN_VENV)/bin/python || $(PYTHON) -m venv $(SFN_VENV)
-	$(UV) --python $(SFN_VENV)/bin/python -e '.[ocr,cloud,serve,dev]'
+	$(UV) --python $(SFN_VENV)/bin/python -e '.[ocr,cloud,serve,dev]' \
+	  || $(SFN_VENV)/bin/$(PIP) -e '.[ocr,cloud,serve,dev]'
 	touch $(SFN_STAMP)
 
 venv: $(STAMP)
