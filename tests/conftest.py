@@ -26,6 +26,17 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+# A script that loads the built-in sentiment-zh model in a fresh process (the way a worker does)
+# and prints what follows it, e.g. SENTIMENT_LOAD + "print('torch' in sys.modules)\n".
+SENTIMENT_LOAD = (
+    "import sys\n"
+    "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
+    "from spotbot.core.artifacts import ModelRef\n"
+    "bot = SentimentZhBot()\n"
+    "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
+)
+
+
 def base_env(home: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTBOT_", "AWS_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from spotbot.core import envnames
-from tests.conftest import free_port
+from tests.conftest import SENTIMENT_LOAD, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -227,14 +227,7 @@ def test_warm_builds_what_the_first_load_would_into_the_image_cache(
     assert len(exports) == (1 if bot == "sentiment-zh" else 0), exports
     # and a later load in the image (cache read-only to the container's user) needs no torch
     if bot == "sentiment-zh":
-        code = (
-            "import sys\n"
-            "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
-            "from spotbot.core.artifacts import ModelRef\n"
-            "bot = SentimentZhBot()\n"
-            "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
-            "print('torch' in sys.modules, bot._model.precision)\n"
-        )
+        code = SENTIMENT_LOAD + "print('torch' in sys.modules, bot._model.precision)\n"
         out = subprocess.run(
             [str(image_python), "-c", code],
             env=env,

@@ -47,6 +47,7 @@ from spotbot.training.sentiment_zh import (
     main,
     train_sentiment,
 )
+from tests.conftest import SENTIMENT_LOAD
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = Hyper(vocab_size=3000, hidden=64, layers=1, heads=2, intermediate=128, max_length=64)
@@ -604,14 +605,7 @@ def test_a_read_only_cache_built_beforehand_is_read_as_it_is(
     shutil.copytree(entry, cache / "sentiment-onnx" / entry.name)
     for path in [cache, *cache.rglob("*")]:
         path.chmod(0o555 if path.is_dir() else 0o444)
-    code = (
-        "import sys\n"
-        "from spotbot.bots.sentiment_zh import SentimentZhBot\n"
-        "from spotbot.core.artifacts import ModelRef\n"
-        "bot = SentimentZhBot()\n"
-        "bot.load(ModelRef(bot.name, bot.builtin_version, None, 'built-in'), threads=1)\n"
-        "print(bot._model.folder, 'torch' in sys.modules)\n"
-    )
+    code = SENTIMENT_LOAD + "print(bot._model.folder, 'torch' in sys.modules)\n"
     env = {k: v for k, v in os.environ.items() if k not in (ENGINE_ENV, PRECISION_ENV)}
     env[sentiment_onnx.CACHE_ENV] = str(cache)
     env["TMPDIR"] = str(tmp_path / "tmp")
