@@ -46,7 +46,7 @@ CHECKPOINT_ENV = "SPOTBOT_SENTIMENT_CHECKPOINT"
 ENGINE_ENV = "SPOTBOT_SENTIMENT_ENGINE"
 ENGINES = ("auto", "onnx", "torch")
 # "auto", "fp32", "bf16" or "int8". On ONNX Runtime: auto is int8 (per-channel weights, two
-# sensitive products in fp32: within 0.3 points of fp32 on the held-out reviews, about 1.5x
+# sensitive products in fp32: within 0.3 points of fp32 on the held-out reviews, about 1.6x
 # faster; benchmarks/bench_sentiment.py); fp32 gives torch fp32's verdicts; bf16 runs on torch
 # only. On torch: auto is bf16 where the CPU computes it natively, else fp32; int8 is torch's
 # dynamic int8 Linear layers, which cost 1.6-2.6 points (opt-in).
