@@ -124,17 +124,14 @@ def warm() -> int:
     """Load the image's bot (SPOTBOT_BOT) with its built-in model once; 0 when it loads."""
     import time
 
-    from spotbot.core.artifacts import ModelRef
+    from spotbot.entry.serving import load_builtin_bot
 
     name = os.environ.get(envnames.BOT, "").strip()
     if not name:
         sys.stderr.write(f"warm: set {envnames.BOT} to the image's bot\n")
         return 2
-    cls = load_bot_class(name)
-    bot = cls()
     started = time.perf_counter()
-    version = cls.builtin_version or "built-in"
-    bot.load(ModelRef(name, version, None, "built-in"), threads=os.cpu_count() or 1)
+    load_builtin_bot(name)
     sys.stderr.write(f"warm: {name} loaded in {time.perf_counter() - started:.1f} s\n")
     return 0
 

@@ -110,11 +110,19 @@ def load_served_bot(model_dir: Path, spec: str | None, threads: int = 0) -> Bot:
         return bot
     if not spec:
         raise UsageError(f"no model in {model_dir} and no bot named ({envnames.BOT} or --bot)")
+    return load_builtin_bot(spec, threads, where=f"no model in {model_dir}, and ")
+
+
+def load_builtin_bot(spec: str, threads: int = 0, where: str = "") -> Bot:
+    """The bot named by `spec`, loaded with its built-in model (ModelError if it has none)."""
     cls = load_bot_class(spec)
     if not cls.builtin_version:
-        raise ModelError(f"no model in {model_dir}, and bot {cls.name!r} has no built-in model")
+        raise ModelError(f"{where}bot {cls.name!r} has no built-in model")
     bot = cls()
-    bot.load(ModelRef(cls.name, cls.builtin_version, None, cls.builtin_origin), threads=threads)
+    bot.load(
+        ModelRef(cls.name, cls.builtin_version, None, cls.builtin_origin),
+        threads=threads or available_cpus(),
+    )
     return bot
 
 
